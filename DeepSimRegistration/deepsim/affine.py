@@ -1,0 +1,64 @@
+"""Classical affine pre-alignment (SimpleITK): fast, deterministic, in LPS physical space."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .geometry import Image, to_sitk
+
+__all__ = ["affine_prealign"]
+
+log = logging.getLogger(__name__)
+
+
+def affine_prealign(
+    fixed: Image, moving: Image, iterations: int = 100, shrink: tuple[int, ...] = (8, 4)
+) -> np.ndarray:
+    """Affine map of fixed points to moving points (homogeneous LPS matrix, resampling convention).
+
+    Moments initialisation, then Mattes mutual information with a seeded 20 % voxel sample and
+    regular-step gradient descent over a ``shrink`` pyramid. Deterministic for given inputs.
+    """
+    import SimpleITK as sitk
+
+    f = sitk.Cast(to_sitk(Image(fixed.array.astype(np.float32), fixed.grid)), sitk.sitkFloat32)
+    m = sitk.Cast(to_sitk(Image(moving.array.astype(np.float32), moving.grid)), sitk.sitkFloat32)
+    d = f.GetDimension()
+    init = sitk.CenteredTransformInitializer(
+        f, m, sitk.AffineTransform(d), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(32)
+    reg.SetMetricSamplingStrategy(reg.REGULAR)
+    reg.SetMetricSamplingPercentage(0.2, 1)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.6
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(shrink))
+    reg.SetSmoothingSigmasPerLevel([s / 2.0 for s in shrink])
+    reg.SetInitialTransform(init, inPlace=False)
+    try:
+        result = reg.Execute(f, m)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"affine pre-alignment failed: {str(err).strip().splitlines()[-1]}"
+        ) from err
+    log.info(
+        "affine pre-alignment: %s after %d iterations",
+        reg.GetMetricValue(),
+        reg.GetOptimizerIteration(),
+    )
+    affine = sitk.AffineTransform(
+        result.GetNthTransform(0) if result.GetName() == "CompositeTransform" else result
+    )
+    a = np.asarray(affine.GetMatrix()).reshape(d, d)
+    c = np.asarray(affine.GetCenter())
+    t = np.asarray(affine.GetTranslation())
+    out = np.eye(d + 1)
+    out[:d, :d] = a
+    out[:d, d] = t + c - a @ c
+    return out

@@ -1,0 +1,270 @@
+"""The ``deepsim`` command: register, train, evaluate, models.
+
+Heavy imports (torch, SimpleITK) happen after argument parsing, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("deepsim")
+
+REGISTER_HELP = """\
+Register MOVING to FIXED with a DeepSim registration network and write into DIR:
+  warped.nii.gz                 moving image resampled onto the fixed grid (linear)
+  displacement.nii.gz           ITK displacement-field transform on the fixed grid
+  similarity_deepsim_{before,after}.nii.gz, similarity_ncc_{before,after}.nii.gz
+                                similarity heatmaps on the fixed grid (higher = more similar)
+  jacobian.nii.gz               Jacobian determinant of the mapping (<= 0: folding)
+  warped_labels.nii.gz          moving labels warped (nearest neighbour), with --moving-labels
+  summary.json                  runtime, device, model, folding %, similarities, Dice
+  overview.png                  fixed / moving / warped / grid / heatmaps (needs matplotlib)
+
+IMAGES: any 2D or 3D scalar format SimpleITK reads (NIfTI, NRRD, MHA, ...), any size, spacing
+and orientation; both are handled in physical space. Outputs are written only when the whole
+registration succeeded.
+
+TRANSFORM: displacement.nii.gz uses the resampling convention in LPS physical space: for a fixed
+point x (mm), x + d(x) is the corresponding moving point. It is the complete mapping (affine
+included). Load it with
+  sitk.DisplacementFieldTransform(sitk.Cast(sitk.ReadImage(p), sitk.sitkVectorFloat64))
+or in 3D Slicer as a transform.
+
+EXAMPLES:
+  deepsim register fixed.nii.gz moving.nii.gz --out result
+  deepsim register f.nii.gz m.nii.gz --out r --fixed-labels fl.nii.gz --moving-labels ml.nii.gz
+  deepsim register f.png m.png --out r --model general-2d --io-steps 50 --device cuda
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepsim",
+        description="Learned image registration with the DeepSim semantic similarity (2D and 3D).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every stage")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    reg = sub.add_parser(
+        "register",
+        help="register a moving image to a fixed image",
+        description=REGISTER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reg.add_argument("fixed", type=Path, help="fixed (reference) image")
+    reg.add_argument("moving", type=Path, help="moving image, to be warped onto the fixed one")
+    reg.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    reg.add_argument(
+        "--model",
+        metavar="NAME|PATH",
+        help="shipped model name (see 'deepsim models') or a model file; default: the shipped "
+        "default model for the images' dimension",
+    )
+    reg.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto"
+    )
+    reg.add_argument("--fixed-labels", type=Path, metavar="F", help="label map of the fixed image")
+    reg.add_argument(
+        "--moving-labels", type=Path, metavar="M", help="label map of the moving image"
+    )
+    reg.add_argument("--no-affine", action="store_true", help="skip the affine pre-alignment")
+    reg.add_argument(
+        "--io-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instance optimisation: N Adam steps of DeepSim + smoothness on the predicted field "
+        "(default 0: network only)",
+    )
+    reg.add_argument(
+        "--model-spacing",
+        type=float,
+        metavar="MM",
+        help="run the network on a grid of this spacing instead of the model's (coarser: faster)",
+    )
+    reg.add_argument("--no-figure", action="store_true", help="do not write overview.png")
+
+    tr = sub.add_parser(
+        "train",
+        help="train a feature extractor or a registration model from a JSON config",
+        description="Train from a JSON config (see configs/ for examples). Checkpoints with their "
+        "config go to the config's output folder; rerunning the same command resumes. Launch with "
+        "torchrun --nproc_per_node N for DistributedDataParallel (NCCL on GPUs, gloo on CPU).",
+    )
+    tr.add_argument("config", type=Path, help="training config (JSON)")
+    tr.add_argument("--out", type=Path, help="output folder (overrides the config's)")
+    tr.add_argument("--steps", type=int, help="override the number of optimiser steps")
+    tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    tr.add_argument(
+        "--no-resume", action="store_true", help="start from scratch even if a checkpoint exists"
+    )
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a registration model on a data set (Dice, folding, smoothness)",
+        description="Register every pair of a data set (a JSON data config, as in training configs) "
+        "and print mean foreground Dice before/after, folding %% and std log|J| as JSON.",
+    )
+    ev.add_argument("data", type=Path, help="data config (JSON) with a 'data' entry")
+    ev.add_argument("--model", metavar="NAME|PATH", required=True)
+    ev.add_argument("--pairs", type=int, default=8, help="number of pairs (default 8)")
+    ev.add_argument("--split", default="test", help="data split (default test)")
+    ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ev.add_argument("--io-steps", type=int, default=0)
+
+    sub.add_parser("models", help="list the shipped models")
+    return parser
+
+
+def _progress_bar():
+    """A progress callback drawing a bar on stderr (tqdm when installed)."""
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr, leave=False)
+
+        def update(fraction: float, message: str) -> None:
+            bar.set_description_str(message[:40].ljust(40))
+            bar.update(max(0, int(round(100 * fraction)) - bar.n))
+
+        return update, bar.close
+    except ImportError:
+
+        def update(fraction: float, message: str) -> None:
+            print(f"\r{100 * fraction:5.1f}% {message:<50}", end="", file=sys.stderr, flush=True)
+
+        return update, lambda: print(file=sys.stderr)
+
+
+def _check_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create output folder {out}: {err.strerror}") from err
+    if not out.is_dir():
+        raise NotADirectoryError(f"output path {out} exists and is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise PermissionError(f"output folder {out} is not writable: {err.strerror}") from err
+
+
+def cmd_register(args) -> int:
+    from .geometry import read_image
+    from .modelio import load_model, resolve_model
+    from .outputs import write_outputs
+    from .register import RegistrationOptions, register
+
+    if args.io_steps < 0:
+        raise ValueError(f"--io-steps must be >= 0, got {args.io_steps}")
+    if (args.fixed_labels is None) != (args.moving_labels is None):
+        raise ValueError("give both --fixed-labels and --moving-labels, or neither")
+    _check_output_dir(args.out)
+    fixed = read_image(args.fixed, "fixed image")
+    moving = read_image(args.moving, "moving image")
+    if fixed.grid.spatial_dims != moving.grid.spatial_dims:
+        raise ValueError(
+            f"fixed image is {fixed.grid.spatial_dims}D but moving image is {moving.grid.spatial_dims}D"
+        )
+    labels = {}
+    if args.fixed_labels is not None:
+        labels["fixed_labels"] = read_image(args.fixed_labels, "fixed labels")
+        labels["moving_labels"] = read_image(args.moving_labels, "moving labels")
+    path = resolve_model(args.model, fixed.grid.spatial_dims)
+    model = load_model(path, spatial_dims=fixed.grid.spatial_dims)
+    opts = RegistrationOptions(
+        device=args.device,
+        affine=not args.no_affine,
+        io_steps=args.io_steps,
+        model_spacing=args.model_spacing,
+    )
+    update, close = _progress_bar()
+    try:
+        result = register(fixed, moving, model, opts, progress=update, **labels)
+    finally:
+        close()
+    written = write_outputs(result, args.out, moving=moving, fixed=fixed, figure=not args.no_figure)
+    s = result.summary
+    line = (
+        f"registered in {s['runtime_s']:.2f} s on {s['device']} with {s['model']}: "
+        f"folding {s['folding_percent']:.3f} %"
+    )
+    if "similarity_deepsim_before" in s:
+        line += (
+            f", DeepSim {s['similarity_deepsim_before']:.3f} -> {s['similarity_deepsim_after']:.3f}"
+        )
+    line += f", NCC {s['similarity_ncc_before']:.3f} -> {s['similarity_ncc_after']:.3f}"
+    if "dice_after" in s:
+        line += f", Dice {s['dice_before']:.3f} -> {s['dice_after']:.3f}"
+    print(line)
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .modelio import models_dir, shipped_models
+
+    models = shipped_models()
+    if not models:
+        print(f"no shipped models in {models_dir()}")
+        return 1
+    for name, info in models.items():
+        flag = " (default)" if info["default"] else ""
+        print(f"{name:<24} {info['spatial_dims']}D{flag}  {info['description']}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import train_from_config
+
+    train_from_config(
+        args.config, out=args.out, steps=args.steps, device=args.device, resume=not args.no_resume
+    )
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_model
+
+    report = evaluate_model(
+        args.data,
+        args.model,
+        pairs=args.pairs,
+        split=args.split,
+        device=args.device,
+        io_steps=args.io_steps,
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    commands = {
+        "register": cmd_register,
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "models": cmd_models,
+    }
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("deepsim: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError, MemoryError) as err:
+        if args.verbose:
+            raise
+        print(f"deepsim {args.command}: error: {err}", file=sys.stderr)
+        return 2

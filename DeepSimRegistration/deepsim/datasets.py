@@ -1,0 +1,112 @@
+"""Training data behind one small interface: a source of image pairs with labels on the model grid.
+
+A *source* has ``sample(generator, device) -> dict`` (one random pair) and ``pair(index, device)``
+(a fixed, reproducible pair, for validation), each returning ``(1, 1, *shape)`` tensors
+``fixed, moving`` in ``[0, 1]`` and integer ``fixed_labels, moving_labels``.
+
+Kinds (the ``data`` entry of a training config):
+
+* ``{"kind": "synthetic", "shape": [...], "synth": {...}}``: on-the-fly synthetic pairs
+  (:mod:`deepsim.synth`), optionally seeded with real anatomies (``"anatomies": ["fsaverage"]``);
+* ``{"kind": "folder", "root": DIR, ...}``: NIfTI images in ``DIR/images`` and label maps of the
+  same names in ``DIR/labels``, resampled onto one model grid;
+* ``{"kind": "anatomy", "names": [...]}``: semi-synthetic pairs of real anatomies under known
+  deformations (:mod:`deepsim.benchdata`), for evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["make_source", "FolderPairs"]
+
+
+class FolderPairs:
+    """Pairs of images (and labels) from a folder; every image is resampled onto the model grid of
+    the first one (``preprocessing`` spacing), intensities normalised as at registration."""
+
+    def __init__(
+        self, root: str | Path, preprocessing: dict, split: str = "train", val_fraction=0.2
+    ):
+        from .geometry import model_grid, read_image, resample
+        from .modelio import DEFAULT_PREPROCESSING
+        from .preprocess import normalize_intensity
+
+        pre = {**DEFAULT_PREPROCESSING, **preprocessing}
+        root = Path(root)
+        paths = sorted(p for p in (root / "images").glob("*") if p.is_file())
+        if len(paths) < 2:
+            raise ValueError(
+                f"FolderPairs: need at least 2 images in {root / 'images'}, found {len(paths)}"
+            )
+        n_val = max(1, int(round(len(paths) * val_fraction))) if len(paths) > 2 else 0
+        paths = paths[n_val:] if split == "train" else paths[:n_val] or paths
+        first = read_image(paths[0])
+        self.grid = model_grid(first.grid, pre["spacing"], pre["multiple"], pre["orientation"])
+        self.images, self.labels = [], []
+        for path in paths:
+            img = read_image(path)
+            norm = normalize_intensity(img.array, pre["lower_percentile"], pre["upper_percentile"])
+            img.array = norm
+            self.images.append(torch.from_numpy(resample(img, self.grid).array)[None, None])
+            lab_path = root / "labels" / path.name
+            if lab_path.exists():
+                lab = resample(read_image(lab_path, "labels"), self.grid, None, "nearest")
+                self.labels.append(torch.from_numpy(lab.array.astype(np.int64))[None, None])
+            else:
+                self.labels.append(torch.zeros_like(self.images[-1], dtype=torch.long))
+
+    def _make(self, i: int, j: int, device) -> dict:
+        return {
+            "fixed": self.images[i].to(device),
+            "moving": self.images[j].to(device),
+            "fixed_labels": self.labels[i].to(device),
+            "moving_labels": self.labels[j].to(device),
+        }
+
+    def sample(self, generator: torch.Generator, device="cpu") -> dict:
+        n = len(self.images)
+        i, j = torch.randperm(n, generator=generator)[:2].tolist()
+        return self._make(i, j, device)
+
+    def pair(self, index: int, device="cpu") -> dict:
+        n = len(self.images)
+        i = index % n
+        return self._make(i, (i + 1 + index // n) % n if n > 1 else i, device)
+
+
+class _Synthetic:
+    def __init__(self, cfg: dict, split: str, seed: int):
+        from . import synth
+
+        seeds = None
+        if cfg.get("anatomies"):
+            from .anatomy import load_anatomy
+
+            seeds = [load_anatomy(name) for name in cfg["anatomies"]]
+        config = synth.SynthConfig.from_dict(cfg.get("synth", {}))
+        offset = 0 if split == "train" else 10_000_019
+        self.pairs = synth.SyntheticPairs(tuple(cfg["shape"]), config, seed + offset, seeds=seeds)
+
+    def sample(self, generator, device="cpu") -> dict:
+        return {k: v.to(device) for k, v in self.pairs.sample(generator).items()}
+
+    def pair(self, index, device="cpu") -> dict:
+        return {k: v.to(device) for k, v in self.pairs.pair(index).items()}
+
+
+def make_source(data: dict, split: str = "train", seed: int = 0, preprocessing: dict | None = None):
+    """The pair source a ``data`` config describes (see module docstring)."""
+    kind = data.get("kind")
+    if kind == "synthetic":
+        return _Synthetic(data, split, seed)
+    if kind == "folder":
+        return FolderPairs(data["root"], preprocessing or {}, split, data.get("val_fraction", 0.2))
+    if kind == "anatomy":
+        from .benchdata import AnatomyPairs
+
+        return AnatomyPairs(data, split, seed)
+    raise ValueError(f"make_source(): data kind must be synthetic, folder or anatomy; got {kind!r}")

@@ -1,0 +1,266 @@
+"""Networks of DeepSim: the stage block, the U-Net backbone, the two feature extractors
+(segmentation U-Net for DeepSim_seg, skip-less autoencoder for DeepSim_ae) and the registration U-Net.
+
+Layers are looked up by ``spatial_dims``, so one code path serves 2D and 3D (Czolbe et al., MIDL 2021).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .warp import integrate_velocity, interp_mode
+
+__all__ = [
+    "NetworkConfig",
+    "Stage",
+    "UNetBackbone",
+    "SegmentationNet",
+    "AutoEncoder",
+    "RegistrationNet",
+    "build_network",
+]
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_DROPOUT = {2: nn.Dropout2d, 3: nn.Dropout3d}
+
+
+def _check_dims(name: str, spatial_dims: int) -> None:
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"{name}: spatial_dims must be 2 or 3, got {spatial_dims}")
+
+
+@dataclass
+class NetworkConfig:
+    """Everything needed to rebuild a network; round-trips through JSON (``asdict``/``from_dict``).
+
+    kind: ``segmentation`` | ``autoencoder`` | ``registration``.
+    channels: encoder channels per stage; each stage halves the resolution.
+    n_classes: output classes of the segmentation net (background included).
+    integration_steps: scaling-and-squaring steps of the registration net (0 = direct field).
+    """
+
+    kind: Literal["segmentation", "autoencoder", "registration"]
+    spatial_dims: int
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    bnorm: bool = True
+    dropout: float = 0.0
+    n_classes: int = 2
+    head_channels: int | None = None
+    integration_steps: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetworkConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ValueError(f"NetworkConfig: unknown keys {sorted(unknown)}")
+        return cls(**known)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Stage(nn.Module):
+    """[BN(in)] -> Conv(k4 s2 or k3 s1) -> LReLU(0.2) -> Conv k3 -> LReLU(0.2) -> [channel dropout]."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        downsample: bool,
+        bnorm: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        _check_dims("Stage", spatial_dims)
+        conv = _CONV[spatial_dims]
+        layers: list[nn.Module] = []
+        if bnorm:
+            layers.append(_NORM[spatial_dims](in_channels))
+        if downsample:
+            layers.append(conv(in_channels, out_channels, kernel_size=4, stride=2, padding=1))
+        else:
+            layers.append(conv(in_channels, out_channels, kernel_size=3, padding=1))
+        layers += [
+            nn.LeakyReLU(0.2),
+            conv(out_channels, out_channels, 3, padding=1),
+            nn.LeakyReLU(0.2),
+        ]
+        if dropout > 0:
+            layers.append(_DROPOUT[spatial_dims](dropout))
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class UNetBackbone(nn.Module):
+    """Encoder of down-sampling stages and a decoder of (stage, x2 upsample, concat skip).
+
+    ``forward`` returns ``(out, levels)``: ``out`` at full resolution with ``channels[0] + in_channels``
+    channels (with skips) or ``channels[0]`` (without), and ``levels`` the encoder stage outputs at
+    1/2, 1/4, ... resolution: the DeepSim feature levels.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        channels: list[int],
+        skip_connections: bool = True,
+        bnorm: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        _check_dims("UNetBackbone", spatial_dims)
+        if not channels:
+            raise ValueError("UNetBackbone: channels must not be empty")
+        self.skip = skip_connections
+        self.spatial_dims = spatial_dims
+        enc_in = [in_channels] + channels[:-1]
+        self.encoder = nn.ModuleList(
+            Stage(spatial_dims, i, o, True, bnorm, dropout) for i, o in zip(enc_in, channels)
+        )
+        skips = [in_channels] + channels[:-1]  # what is concatenated after each upsampling
+        self.decoder = nn.ModuleList()
+        prev = channels[-1]
+        for level in reversed(range(len(channels))):
+            out = channels[level]
+            self.decoder.append(Stage(spatial_dims, prev, out, False, False, dropout))
+            prev = out + (skips[level] if skip_connections else 0)
+        self.out_channels = prev
+        self.upsample = nn.Upsample(
+            scale_factor=2, mode=interp_mode(spatial_dims), align_corners=False
+        )
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        levels = []
+        for stage in self.encoder:
+            x = stage(x)
+            levels.append(x)
+        return levels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        stride = 2 ** len(self.encoder)
+        if any(n % stride for n in x.shape[2:]):
+            raise ValueError(
+                f"UNetBackbone: spatial shape must be a multiple of {stride}, got {tuple(x.shape[2:])}"
+            )
+        inputs = [x]
+        levels = self.encode(x)
+        inputs += levels[:-1]
+        y = levels[-1]
+        for stage, skip in zip(self.decoder, reversed(inputs)):
+            y = self.upsample(stage(y))
+            if self.skip:
+                y = torch.cat([y, skip], dim=1)
+        return y, levels
+
+
+def _head(spatial_dims: int, in_ch: int, width: int, out_ch: int, kernel_out: int) -> nn.Sequential:
+    conv = _CONV[spatial_dims]
+    return nn.Sequential(
+        conv(in_ch, width, 3, padding=1),
+        nn.LeakyReLU(0.2),
+        conv(width, width, 3, padding=1),
+        nn.LeakyReLU(0.2),
+        conv(width, out_ch, kernel_out, padding=kernel_out // 2),
+    )
+
+
+class FeatureExtractor(nn.Module):
+    """Base of the DeepSim feature extractors: ``features(x)`` returns the encoder stage outputs."""
+
+    backbone: UNetBackbone
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone.encode(x)
+
+
+class SegmentationNet(FeatureExtractor):
+    """U-Net segmentation model (DeepSim_seg); ``forward`` returns class logits ``(B, K, *spatial)``."""
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        self.backbone = UNetBackbone(
+            cfg.spatial_dims, 1, cfg.channels, True, cfg.bnorm, cfg.dropout
+        )
+        width = cfg.head_channels or self.backbone.out_channels
+        self.head = _head(cfg.spatial_dims, self.backbone.out_channels, width, cfg.n_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)[0])
+
+
+class AutoEncoder(FeatureExtractor):
+    """Skip-less autoencoder (DeepSim_ae); ``forward`` returns the reconstruction in ``[0, 1]``."""
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        self.backbone = UNetBackbone(
+            cfg.spatial_dims, 1, cfg.channels, False, cfg.bnorm, cfg.dropout
+        )
+        width = cfg.head_channels or self.backbone.out_channels
+        self.head = _head(cfg.spatial_dims, self.backbone.out_channels, width, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(self.backbone(x)[0]))
+
+
+class RegistrationNet(nn.Module):
+    """VoxelMorph-style U-Net: ``forward(moving, fixed)`` returns a displacement ``(B, D, *spatial)``
+    in voxels (channel i along tensor axis i). The last conv starts near zero (N(0, 1e-5)), so an
+    untrained net predicts almost the identity. With ``integration_steps > 0`` the output is a
+    stationary velocity integrated by scaling and squaring (diffeomorphic mode).
+    """
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        self.spatial_dims = cfg.spatial_dims
+        self.integration_steps = cfg.integration_steps
+        self.backbone = UNetBackbone(
+            cfg.spatial_dims, 2, cfg.channels, True, cfg.bnorm, cfg.dropout
+        )
+        width = cfg.head_channels or self.backbone.out_channels
+        self.head = _head(cfg.spatial_dims, self.backbone.out_channels, width, cfg.spatial_dims, 3)
+        last = self.head[-1]
+        nn.init.normal_(last.weight, 0.0, 1e-5)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        if moving.shape != fixed.shape or moving.shape[1] != 1:
+            raise ValueError(
+                "RegistrationNet: moving and fixed must both be (B, 1, *spatial), "
+                f"got {tuple(moving.shape)} and {tuple(fixed.shape)}"
+            )
+        if moving.ndim - 2 != self.spatial_dims:
+            raise ValueError(
+                f"RegistrationNet: this is a {self.spatial_dims}D model, got a {moving.ndim - 2}D input"
+            )
+        flow = self.head(self.backbone(torch.cat([moving, fixed], dim=1))[0])
+        if self.integration_steps:
+            flow = integrate_velocity(flow.float(), self.integration_steps)
+        return flow.float()
+
+
+def build_network(cfg: NetworkConfig | dict) -> nn.Module:
+    """Build the network a config describes."""
+    if isinstance(cfg, dict):
+        cfg = NetworkConfig.from_dict(cfg)
+    _check_dims("build_network()", cfg.spatial_dims)
+    classes = {
+        "segmentation": SegmentationNet,
+        "autoencoder": AutoEncoder,
+        "registration": RegistrationNet,
+    }
+    if cfg.kind not in classes:
+        raise ValueError(
+            f"build_network(): kind must be one of {sorted(classes)}, got {cfg.kind!r}"
+        )
+    return classes[cfg.kind](cfg)

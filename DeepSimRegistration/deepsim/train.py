@@ -1,0 +1,340 @@
+"""Training of feature extractors and registration networks from JSON configs.
+
+One loop for the three tasks: ``segmentation`` (DeepSim_seg extractor, cross-entropy),
+``autoencoder`` (DeepSim_ae extractor, MSE reconstruction) and ``registration`` (similarity +
+lambda * diffusion). Adam, plateau learning-rate decay on the validation score, model selection on
+validation Dice (registration) or loss (extractors), checkpoints that carry their config, resume
+after interruption, seeded runs, and DistributedDataParallel under ``torchrun`` (NCCL on GPUs,
+gloo on CPU). The best model is written as a model file (:mod:`deepsim.modelio`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .metrics import mean_foreground_dice
+from .modelio import DEFAULT_PREPROCESSING, load_model, save_model
+from .networks import NetworkConfig, build_network
+from .regularizers import diffusion
+from .similarity import DeepSimLoss, NCCSupLoss, VGGFeatures, mse, ncc_loss
+from .warp import warp
+
+__all__ = ["train", "train_from_config", "load_config", "similarity_loss"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPTIM = {
+    "lr": 1e-4,
+    "steps": 1000,
+    "batch_size": 1,
+    "val_every": 100,
+    "val_pairs": 8,
+    "checkpoint_every": 50,
+    "plateau_patience": 5,
+    "plateau_factor": 0.1,
+    "amp": True,
+}
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"training config not found: {path}") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"training config {path} is not valid JSON: {err}") from err
+    for key in ("task", "spatial_dims", "network", "data"):
+        if key not in cfg:
+            raise ValueError(f"training config {path} lacks the required entry {key!r}")
+    cfg.setdefault("name", path.stem)
+    return cfg
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size) when launched by torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else base / p
+
+
+def similarity_loss(
+    cfg: dict, spatial_dims: int, base: Path, device
+) -> tuple[Callable, nn.Module | None]:
+    """``(loss_fn(warped, fixed, disp, batch), extractor)`` for the config's ``loss.similarity``."""
+    name = cfg.get("similarity", "deepsim")
+    if name == "mse":
+        return (lambda w, f, d, b: mse(w, f)), None
+    if name == "ncc":
+        return (lambda w, f, d, b: ncc_loss(w, f, cfg.get("window", 9))), None
+    if name == "ncc_sup":
+        sup = NCCSupLoss(int(cfg["n_classes"]), cfg.get("window", 9))
+        return (lambda w, f, d, b: sup(w, f, d, b["moving_labels"], b["fixed_labels"])), None
+    if name == "deepsim":
+        extractor = load_model(_resolve(cfg["extractor"], base), device).networks["extractor"]
+        loss = DeepSimLoss(extractor, cfg.get("levels"), cfg.get("level_weights")).to(device)
+        return (lambda w, f, d, b: loss(w, f)), extractor
+    if name == "vgg":
+        if spatial_dims != 2:
+            raise ValueError("the VGG similarity is 2D only")
+        loss = DeepSimLoss(VGGFeatures(cfg["vgg_weights"])).to(device)
+        return (lambda w, f, d, b: loss(w, f)), None
+    raise ValueError(
+        f"loss.similarity must be one of mse, ncc, ncc_sup, deepsim, vgg; got {name!r}"
+    )
+
+
+def _batch(source, n: int, generator, device) -> dict:
+    items = [source.sample(generator, device) for _ in range(n)]
+    return {
+        k: torch.cat([it[k] for it in items])
+        for k in items[0]
+        if k in ("fixed", "moving", "fixed_labels", "moving_labels")
+    }
+
+
+class _Task:
+    """Loss and validation score of one task; ``score`` is maximised."""
+
+    def __init__(self, cfg: dict, net: nn.Module, base: Path, device):
+        self.kind = cfg["task"]
+        self.net = net
+        self.extractor = None
+        self.lam = float(cfg.get("loss", {}).get("lambda", 1.0))
+        if self.kind == "registration":
+            self.sim, self.extractor = similarity_loss(
+                cfg.get("loss", {}), cfg["spatial_dims"], base, device
+            )
+
+    def loss(self, model: nn.Module, b: dict) -> torch.Tensor:
+        if self.kind == "segmentation":
+            x = torch.cat([b["fixed"], b["moving"]])
+            y = torch.cat([b["fixed_labels"], b["moving_labels"]])[:, 0]
+            return F.cross_entropy(model(x).float(), y)
+        if self.kind == "autoencoder":
+            x = torch.cat([b["fixed"], b["moving"]])
+            return F.mse_loss(model(x).float(), x)
+        disp = model(b["moving"], b["fixed"])
+        warped = warp(b["moving"], disp)
+        return self.sim(warped, b["fixed"], disp, b) + self.lam * diffusion(disp)
+
+    @torch.no_grad()
+    def validate(self, source, n: int, device) -> dict:
+        self.net.eval()
+        losses, dices, identity = [], [], []
+        for i in range(n):
+            b = source.pair(i, device)
+            losses.append(float(self.loss(self.net, b)))
+            if self.kind == "registration":
+                disp = self.net(b["moving"], b["fixed"])
+                warped = warp(b["moving_labels"].float(), disp, mode="nearest")
+                fl = b["fixed_labels"][0, 0].cpu().numpy()
+                dices.append(mean_foreground_dice(fl, warped[0, 0].long().cpu().numpy()))
+                identity.append(mean_foreground_dice(fl, b["moving_labels"][0, 0].cpu().numpy()))
+            elif self.kind == "segmentation":
+                pred = self.net(b["fixed"]).argmax(1)[0].cpu().numpy()
+                dices.append(mean_foreground_dice(b["fixed_labels"][0, 0].cpu().numpy(), pred))
+        self.net.train()
+        out = {"val_loss": float(np.mean(losses))}
+        if dices:
+            out["val_dice"] = float(np.nanmean(dices))
+        if identity:
+            out["val_dice_identity"] = float(np.nanmean(identity))
+        out["score"] = out["val_dice"] if self.kind == "registration" else -out["val_loss"]
+        return out
+
+
+def train(
+    cfg: dict,
+    out: str | Path,
+    device: str = "auto",
+    resume: bool = True,
+    base: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train what ``cfg`` describes into ``out``; returns the best validation metrics.
+
+    Writes ``out/checkpoint.pt`` (latest state, for resuming), ``out/model.pt`` (best model file)
+    and ``out/log.jsonl`` (one JSON line per validation)."""
+    from .datasets import make_source
+
+    base = base or Path.cwd()
+    rank, world = _dist()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        torch.distributed.init_process_group(backend)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(
+        f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if device == "cuda" else device
+    )
+    out = Path(out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg.get("seed", 0))
+    torch.manual_seed(seed)  # identical initial weights on every rank
+    net_cfg = NetworkConfig.from_dict(
+        {"spatial_dims": cfg["spatial_dims"], "kind": cfg["task"], **cfg["network"]}
+    )
+    net = build_network(net_cfg).to(dev)
+    optim_cfg = {**DEFAULT_OPTIM, **cfg.get("optim", {})}
+    opt = torch.optim.Adam(net.parameters(), lr=optim_cfg["lr"])
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="max", factor=optim_cfg["plateau_factor"], patience=optim_cfg["plateau_patience"]
+    )
+    task = _Task(cfg, net, base, dev)
+    train_src = make_source(cfg["data"], "train", seed, cfg.get("preprocessing"))
+    val_src = make_source(cfg["data"], "val", seed, cfg.get("preprocessing"))
+    gen = torch.Generator().manual_seed(seed * 1009 + rank)
+    step, best, wall = 0, {"score": -float("inf")}, 0.0
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        net.load_state_dict(ckpt["network"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        step, wall = int(ckpt["step"]), float(ckpt["wall_s"])
+        best = json.loads(ckpt["best"])
+        if rank == 0:  # rank 0's data stream continues; other ranks re-seed from the step
+            gen.set_state(ckpt["generator"])
+        else:
+            gen.manual_seed(seed * 1009 + rank + 1_000_003 * step)
+        log.info("resumed from step %d", step)
+    model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    use_amp = bool(optim_cfg["amp"]) and dev.type == "cuda"
+    steps = int(optim_cfg["steps"])
+    bar = _bar(steps, step, progress and rank == 0, cfg.get("name", "train"))
+    net.train()
+    t_start = time.perf_counter() - wall
+    while step < steps:
+        b = _batch(train_src, optim_cfg["batch_size"], gen, dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = task.loss(model, b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar(step, float(loss))
+        last = step == steps
+        if step % optim_cfg["val_every"] == 0 or last:
+            metrics = task.validate(val_src, optim_cfg["val_pairs"], dev)
+            sched.step(metrics["score"])
+            metrics.update(
+                step=step,
+                lr=opt.param_groups[0]["lr"],
+                wall_s=round(time.perf_counter() - t_start, 1),
+            )
+            if rank == 0:
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                log.info("step %d %s", step, metrics)
+                if metrics["score"] > best["score"]:
+                    best = metrics
+                    _save_model_file(out / "model.pt", cfg, net_cfg, net, task, metrics, base)
+        if rank == 0 and (step % optim_cfg["checkpoint_every"] == 0 or last):
+            _save_checkpoint(
+                ckpt_path, cfg, net, opt, sched, step, time.perf_counter() - t_start, best, gen
+            )
+    bar(None, None)
+    if world > 1:
+        torch.distributed.barrier()
+    return best
+
+
+def _save_checkpoint(path, cfg, net, opt, sched, step, wall, best, gen):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "config": json.dumps(cfg),
+            "network": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "wall_s": wall,
+            "best": json.dumps(best),
+            "generator": gen.get_state(),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict, base: Path):
+    role = "registration" if cfg["task"] == "registration" else "extractor"
+    networks = {role: net}
+    net_cfgs = {role: net_cfg.to_dict()}
+    if task.extractor is not None:
+        networks["extractor"] = task.extractor
+        ext_cfg = load_model(_resolve(cfg["loss"]["extractor"], base)).config["networks"][
+            "extractor"
+        ]
+        net_cfgs["extractor"] = ext_cfg
+    config = {
+        "name": cfg.get("name", path.parent.name),
+        "spatial_dims": cfg["spatial_dims"],
+        "networks": net_cfgs,
+        "preprocessing": {**DEFAULT_PREPROCESSING, **cfg.get("preprocessing", {})},
+        "loss": cfg.get("loss", {}),
+        "metrics": metrics,
+        "info": {
+            **cfg.get("info", {}),
+            "task": cfg["task"],
+            "data": cfg["data"],
+            "torch": torch.__version__,
+            "hardware": f"{platform.machine()} {os.cpu_count()} cpus"
+            + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        },
+    }
+    save_model(path, networks, config)
+
+
+def _bar(total: int, start: int, enabled: bool, name: str):
+    """A step callback drawing a progress bar (tqdm when installed, log lines otherwise)."""
+    if not enabled:
+        return lambda step, loss: None
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=name, file=sys.stderr, dynamic_ncols=True)
+
+        def update(step, loss):
+            if step is None:
+                bar.close()
+                return
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        return update
+    except ImportError:
+
+        def update(step, loss):
+            if step is not None and (step % 50 == 0 or step == total):
+                log.warning("%s step %d/%d loss %.4f", name, step, total, loss)
+
+        return update
+
+
+def train_from_config(config: str | Path, out=None, steps=None, device="auto", resume=True) -> dict:
+    """Entry point of ``deepsim train``: paths in the config are relative to the config file."""
+    config = Path(config)
+    cfg = load_config(config)
+    if steps is not None:
+        cfg.setdefault("optim", {})["steps"] = steps
+    base = config.resolve().parent
+    out = Path(out if out is not None else cfg.get("out", f"runs/{cfg['name']}"))
+    return train(cfg, out, device=device, resume=resume, base=base)
