@@ -38,6 +38,8 @@ def affine_prealign(
         learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.6
     )
     reg.SetOptimizerScalesFromPhysicalShift()
+    # coarse levels only where the image stays at least 24 voxels wide
+    shrink = [s for s in shrink if min(f.GetSize()) / s >= 24] or [1]
     reg.SetShrinkFactorsPerLevel(list(shrink))
     reg.SetSmoothingSigmasPerLevel([s / 2.0 for s in shrink])
     reg.SetInitialTransform(init, inPlace=False)

@@ -84,9 +84,7 @@ class _Synthetic:
 
         seeds = None
         if cfg.get("anatomies"):
-            from .anatomy import load_anatomy
-
-            seeds = [load_anatomy(name) for name in cfg["anatomies"]]
+            seeds = [_anatomy_seed(name, cfg.get("label_scheme")) for name in cfg["anatomies"]]
         config = synth.SynthConfig.from_dict(cfg.get("synth", {}))
         offset = 0 if split == "train" else 10_000_019
         self.pairs = synth.SyntheticPairs(tuple(cfg["shape"]), config, seed + offset, seeds=seeds)
@@ -98,15 +96,76 @@ class _Synthetic:
         return {k: v.to(device) for k, v in self.pairs.pair(index).items()}
 
 
+def _anatomy_seed(name: str, scheme: str | None):
+    """``(labels, image)`` tensors of a real anatomy; labels mapped to ``scheme``: a coarse
+    scheme of :func:`deepsim.anatomy.tissue_labels`, or ``contiguous`` (ids renumbered 0..K-1)."""
+    from .anatomy import load_anatomy, tissue_labels
+
+    image, labels, _ = load_anatomy(name)
+    if scheme == "contiguous":
+        labels = np.searchsorted(np.unique(labels), labels)
+    elif scheme is not None:
+        labels = tissue_labels(name, scheme, labels)
+    return torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(image.astype(np.float32))
+
+
+class _Anatomy:
+    """Semi-synthetic pairs of one real anatomy under known deformations (evaluation)."""
+
+    def __init__(self, cfg: dict, split: str, seed: int):
+        self.name, self.scheme = cfg["names"][0], cfg.get("label_scheme")
+        self.seed = seed + (0 if split == "test" else 7919)
+
+    def pair(self, index: int, device="cpu") -> dict:
+        from itertools import islice
+
+        from .benchdata import semi_synthetic_pairs
+
+        gen = semi_synthetic_pairs(self.name, index + 1, self.seed, scheme=self.scheme)
+        item = next(islice(gen, index, None))
+        keys = ("fixed", "moving", "fixed_labels", "moving_labels", "disp")
+        return {k: item[k].to(device) for k in keys}
+
+    def sample(self, generator, device="cpu") -> dict:
+        return self.pair(int(torch.randint(1000, (), generator=generator)), device)
+
+
+class _Cropped:
+    """Random crops of ``crop`` voxels (same region in every tensor of a pair), for training on
+    less than a whole volume; ``pair`` (validation) stays whole."""
+
+    def __init__(self, source, crop: list[int]):
+        self.source, self.crop = source, [int(c) for c in crop]
+
+    def sample(self, generator, device="cpu") -> dict:
+        item = self.source.sample(generator, device)
+        shape = item["fixed"].shape[2:]
+        if len(shape) != len(self.crop) or any(c > n for c, n in zip(self.crop, shape)):
+            raise ValueError(f"data.crop {self.crop} does not fit the data shape {tuple(shape)}")
+        starts = [
+            int(torch.randint(n - c + 1, (), generator=generator)) for c, n in zip(self.crop, shape)
+        ]
+        region = (slice(None), slice(None)) + tuple(
+            slice(s, s + c) for s, c in zip(starts, self.crop)
+        )
+        return {k: v[region] for k, v in item.items()}
+
+    def pair(self, index: int, device="cpu") -> dict:
+        return self.source.pair(index, device)
+
+
 def make_source(data: dict, split: str = "train", seed: int = 0, preprocessing: dict | None = None):
     """The pair source a ``data`` config describes (see module docstring)."""
+    source = _make_source(data, split, seed, preprocessing)
+    return _Cropped(source, data["crop"]) if data.get("crop") and split == "train" else source
+
+
+def _make_source(data: dict, split: str, seed: int, preprocessing: dict | None):
     kind = data.get("kind")
     if kind == "synthetic":
         return _Synthetic(data, split, seed)
     if kind == "folder":
         return FolderPairs(data["root"], preprocessing or {}, split, data.get("val_fraction", 0.2))
     if kind == "anatomy":
-        from .benchdata import AnatomyPairs
-
-        return AnatomyPairs(data, split, seed)
+        return _Anatomy(data, split, seed)
     raise ValueError(f"make_source(): data kind must be synthetic, folder or anatomy; got {kind!r}")

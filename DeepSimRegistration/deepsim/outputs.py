@@ -87,7 +87,10 @@ def save_overview(
     panels = [
         ("fixed", _middle_slice(fixed.array)),
         ("moving (unregistered)", _middle_slice(moving_on_fixed)),
-        ("warped moving", _middle_slice(result.warped.array) if result.warped is not None else None),
+        (
+            "warped moving",
+            _middle_slice(result.warped.array) if result.warped is not None else None,
+        ),
     ]
     heat = [(k, v) for k, v in sorted(result.heatmaps.items())]
     fig, axes = plt.subplots(2, 4, figsize=(16, 8))

@@ -1,0 +1,193 @@
+"""The deepsim command end to end, as a user runs it, including every bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import blob_image, oblique_grid
+from deepsim.geometry import Image, to_sitk
+
+OUTPUTS = {
+    "warped.nii.gz",
+    "displacement.nii.gz",
+    "jacobian.nii.gz",
+    "summary.json",
+    "similarity_deepsim_before.nii.gz",
+    "similarity_deepsim_after.nii.gz",
+    "similarity_ncc_before.nii.gz",
+    "similarity_ncc_after.nii.gz",
+}
+
+
+def run(*args, check=True):
+    cmd = [sys.executable, "-m", "deepsim", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write(image: Image, path):
+    sitk.WriteImage(to_sitk(image), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair2d(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pair2d")
+    grid = oblique_grid((40, 44))
+    f = write(blob_image(grid), d / "fixed.nii.gz")
+    m = write(blob_image(grid, centre_shift=[3.0, -2.0]), d / "moving.nii.gz")
+    fl = write(Image((blob_image(grid).array > 150).astype(np.uint8), grid), d / "fl.nii.gz")
+    ml = write(
+        Image((blob_image(grid, [3.0, -2.0]).array > 150).astype(np.uint8), grid), d / "ml.nii.gz"
+    )
+    return f, m, fl, ml
+
+
+def test_register_writes_the_contract(pair2d, tmp_path, tiny_model_2d):
+    f, m, fl, ml = pair2d
+    out = tmp_path / "out"
+    proc = run(
+        "register",
+        f,
+        m,
+        "--out",
+        out,
+        "--model",
+        tiny_model_2d,
+        "--device",
+        "cpu",
+        "--fixed-labels",
+        fl,
+        "--moving-labels",
+        ml,
+    )
+    assert "registered in" in proc.stdout
+    files = set(os.listdir(out))
+    assert OUTPUTS | {"warped_labels.nii.gz", "overview.png"} <= files
+    assert not [n for n in files if n.startswith(".deepsim-")]
+    summary = json.loads((out / "summary.json").read_text())
+    for key in (
+        "runtime_s",
+        "device",
+        "model",
+        "folding_percent",
+        "similarity_deepsim_before",
+        "similarity_deepsim_after",
+        "similarity_ncc_before",
+        "similarity_ncc_after",
+        "dice_before",
+        "dice_after",
+    ):
+        assert key in summary
+    assert summary["dice_after"] > summary["dice_before"]
+    warped = sitk.ReadImage(str(out / "warped.nii.gz"))
+    assert warped.GetSize() == sitk.ReadImage(str(f)).GetSize()
+
+
+def test_help_is_complete():
+    text = run("register", "--help").stdout
+    for needle in ("displacement.nii.gz", "resampling convention", "LPS", "--io-steps", "EXAMPLES"):
+        assert needle in text
+
+
+def _error(*args):
+    proc = run(*args, check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    return proc.stderr
+
+
+def test_missing_and_unreadable_files(pair2d, tmp_path, tiny_model_2d):
+    f, m, *_ = pair2d
+    assert "fixed image file not found" in _error(
+        "register", tmp_path / "nope.nii.gz", m, "--out", tmp_path / "o", "--model", tiny_model_2d
+    )
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"not an image")
+    assert "cannot read moving image" in _error(
+        "register", f, junk, "--out", tmp_path / "o", "--model", tiny_model_2d
+    )
+
+
+def test_2d_against_3d(pair2d, tmp_path, tiny_model_2d):
+    f, *_ = pair2d
+    vol = write(blob_image(oblique_grid((16, 16, 16))), tmp_path / "vol.nii.gz")
+    assert "fixed image is 2D but moving image is 3D" in _error(
+        "register", f, vol, "--out", tmp_path / "o", "--model", tiny_model_2d
+    )
+
+
+def test_model_for_the_wrong_dimension(pair2d, tmp_path, tiny_model_3d):
+    f, m, *_ = pair2d
+    err = _error("register", f, m, "--out", tmp_path / "o", "--model", tiny_model_3d)
+    assert "3D model but the images are 2D" in err
+
+
+def test_corrupt_model(pair2d, tmp_path):
+    f, m, *_ = pair2d
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    assert "corrupt or not a deepsim model" in _error(
+        "register", f, m, "--out", tmp_path / "o", "--model", bad
+    )
+
+
+def test_constant_and_nan_images_write_nothing(tmp_path, tiny_model_2d):
+    grid = oblique_grid((32, 32))
+    good = write(blob_image(grid), tmp_path / "good.nii.gz")
+    const = write(Image(np.full((32, 32), 7, np.float32), grid), tmp_path / "const.nii.gz")
+    nan = blob_image(grid).array.copy()
+    nan[3, 4] = np.nan
+    nanf = write(Image(nan, grid), tmp_path / "nan.mha")  # the NIfTI writer drops NaN
+    out = tmp_path / "out"
+    assert "moving image is constant" in _error(
+        "register", good, const, "--out", out, "--model", tiny_model_2d
+    )
+    assert "fixed image has 1 NaN or infinite voxels" in _error(
+        "register", nanf, good, "--out", out, "--model", tiny_model_2d
+    )
+    assert list(out.iterdir()) == []
+
+
+def test_non_overlapping_images(tmp_path, tiny_model_2d):
+    f = write(blob_image(oblique_grid((32, 32))), tmp_path / "f.nii.gz")
+    m = write(blob_image(oblique_grid((32, 32), origin=[700.0, 0.0])), tmp_path / "m.nii.gz")
+    err = _error("register", f, m, "--out", tmp_path / "o", "--model", tiny_model_2d, "--no-affine")
+    assert "do not overlap in physical space" in err
+
+
+def test_unwritable_output_folder(pair2d, tmp_path, tiny_model_2d):
+    f, m, *_ = pair2d
+    if os.geteuid() == 0:  # root writes anywhere; /proc refuses even root
+        ro = "/proc/deepsim-out"
+        expected = "cannot create output folder"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        expected = "not writable"
+    assert expected in _error("register", f, m, "--out", ro, "--model", tiny_model_2d)
+
+
+def test_output_path_that_is_a_file(pair2d, tmp_path, tiny_model_2d):
+    f, m, *_ = pair2d
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    assert "cannot create output folder" in _error(
+        "register", f, m, "--out", target, "--model", tiny_model_2d
+    )
+    assert target.read_text() == "keep me"
+
+
+def test_unknown_model_name(pair2d, tmp_path):
+    f, m, *_ = pair2d
+    assert "unknown model 'nonsense'" in _error(
+        "register", f, m, "--out", tmp_path / "o", "--model", "nonsense"
+    )
