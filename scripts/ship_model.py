@@ -1,0 +1,25 @@
+"""Copy a trained model file into the shipped models, recording its training log in the config.
+
+usage: python scripts/ship_model.py runs/NAME/registration/model.pt DeepSimRegistration/Resources/Models/NAME.pt
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from deepsim.modelio import load_model, save_model
+
+
+def main(src: str, dst: str) -> None:
+    model = load_model(src)
+    config = dict(model.config)
+    log = Path(src).with_name("log.jsonl")
+    if log.exists():
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        config.setdefault("info", {})["training_log"] = lines
+    save_model(dst, model.networks, config)
+    print(f"shipped {src} -> {dst} ({Path(dst).stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
