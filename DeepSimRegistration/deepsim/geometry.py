@@ -212,9 +212,12 @@ def read_image(path: str | Path, what: str = "image") -> Image:
 
 
 def write_image(image: Image, path: str | Path, vector: bool = False) -> None:
+    """Write with SimpleITK; ``.gz`` files use fast gzip level 1."""
     import SimpleITK as sitk
 
-    sitk.WriteImage(to_sitk(image, vector=vector), str(path), useCompression=True)
+    sitk.WriteImage(
+        to_sitk(image, vector=vector), str(path), useCompression=True, compressionLevel=1
+    )
 
 
 def affine_to_sitk(matrix: np.ndarray):

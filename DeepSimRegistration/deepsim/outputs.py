@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,11 @@ def write_outputs(
     try:
         names = []
         fixed_grid = result.fixed_grid
+        pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
+        jobs = []
 
         def put(name: str, image: Image, vector: bool = False):
-            write_image(image, tmp / name, vector=vector)
+            jobs.append(pool.submit(write_image, image, tmp / name, vector))
             names.append(name)
 
         if result.warped is not None:
@@ -52,6 +55,9 @@ def write_outputs(
         put("jacobian.nii.gz", result.jacobian)
         if result.warped_labels is not None:
             put("warped_labels.nii.gz", result.warped_labels)
+        with pool:
+            for job in jobs:
+                job.result()  # re-raises a failed write
         (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
         names.append("summary.json")
         if figure and moving is not None and fixed is not None:

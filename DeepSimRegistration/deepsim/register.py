@@ -225,7 +225,8 @@ def register(
     stages.step(0.7, "mapping the field to the fixed grid", "network")
     displacement = full_displacement(model_disp, grid, fixed.grid, affine)
 
-    jacobian = _jacobian_image(displacement, fixed.grid)
+    model_jac = model_jacobian(model_disp, grid, affine)
+    jacobian = Image(sample_on_grid(model_jac[None], grid, fixed.grid)[0], fixed.grid)
     result = RegistrationResult(fixed.grid, grid, model_disp, affine, displacement, jacobian)
     stages.step(0.8, "warping the moving image", "field")
     if opts.warped:
@@ -248,10 +249,10 @@ def register(
         "model_grid_shape": list(grid.shape),
         "model_grid_spacing_mm": [round(float(s), 4) for s in grid.spacing],
         "affine": affine.tolist(),
-        "folding_percent": folding_percent(result.jacobian.array),
-        "std_log_jacobian": std_log_jacobian(result.jacobian.array),
-        "jacobian_min": float(result.jacobian.array.min()),
-        "jacobian_max": float(result.jacobian.array.max()),
+        "folding_percent": folding_percent(model_jac),
+        "std_log_jacobian": std_log_jacobian(model_jac),
+        "jacobian_min": float(model_jac.min()),
+        "jacobian_max": float(model_jac.max()),
         "io_steps": opts.io_steps,
         **means,
     }
@@ -337,9 +338,13 @@ def full_displacement(
     return out.numpy()
 
 
-def _jacobian_image(displacement: np.ndarray, fixed: Grid) -> Image:
-    jac = jacobian_det(torch.from_numpy(displacement).movedim(-1, 0)[None], fixed.linear)
-    return Image(jac[0, 0].numpy(), fixed)
+def model_jacobian(model_disp: np.ndarray, grid: Grid, affine: np.ndarray) -> np.ndarray:
+    """Signed Jacobian determinant of ``T(x) = A(x + U(x))`` at the model grid's voxels, where the
+    field lives: ``det(A_lin) det(I + dU/dx)``; ``(*grid.shape)`` float32. Computed on the model
+    grid (not the finer fixed grid) so it measures the predicted field itself, cheaply."""
+    d = grid.spatial_dims
+    jac = jacobian_det(torch.from_numpy(np.ascontiguousarray(model_disp, np.float32))[None])[0, 0]
+    return (jac * float(np.linalg.det(affine[:d, :d]))).numpy()
 
 
 def warp_image(image: Image, fixed: Grid, displacement: np.ndarray, interpolator: str) -> Image:

@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from .regularizers import diffusion
 from .similarity import DeepSimLoss, NCCSupLoss, VGGFeatures, mse, ncc_loss
 from .warp import warp
 
-__all__ = ["train", "train_from_config", "load_config", "similarity_loss"]
+__all__ = ["train", "train_from_config", "load_config", "similarity_loss", "TrainOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,15 @@ def load_config(path: str | Path) -> dict:
             raise ValueError(f"training config {path} lacks the required entry {key!r}")
     cfg.setdefault("name", path.stem)
     return cfg
+
+
+@dataclass
+class TrainOutcome:
+    """``best``: validation metrics of the selected model; ``network``: the final network."""
+
+    best: dict
+    network: nn.Module
+    step: int
 
 
 def _dist() -> tuple[int, int]:
@@ -166,8 +176,8 @@ def train(
     resume: bool = True,
     base: Path | None = None,
     progress: bool = True,
-) -> dict:
-    """Train what ``cfg`` describes into ``out``; returns the best validation metrics.
+) -> TrainOutcome:
+    """Train what ``cfg`` describes into ``out``; returns the best metrics and the network.
 
     Writes ``out/checkpoint.pt`` (latest state, for resuming), ``out/model.pt`` (best model file)
     and ``out/log.jsonl`` (one JSON line per validation)."""
@@ -229,7 +239,7 @@ def train(
         loss.backward()
         opt.step()
         step += 1
-        bar(step, float(loss))
+        bar(step, float(loss.detach()))
         last = step == steps
         if step % optim_cfg["val_every"] == 0 or last:
             metrics = task.validate(val_src, optim_cfg["val_pairs"], dev)
@@ -253,7 +263,7 @@ def train(
     bar(None, None)
     if world > 1:
         torch.distributed.barrier()
-    return best
+    return TrainOutcome(best, net, step)
 
 
 def _save_checkpoint(path, cfg, net, opt, sched, step, wall, best, gen):
@@ -329,7 +339,9 @@ def _bar(total: int, start: int, enabled: bool, name: str):
         return update
 
 
-def train_from_config(config: str | Path, out=None, steps=None, device="auto", resume=True) -> dict:
+def train_from_config(
+    config: str | Path, out=None, steps=None, device="auto", resume=True
+) -> TrainOutcome:
     """Entry point of ``deepsim train``: paths in the config are relative to the config file."""
     config = Path(config)
     cfg = load_config(config)

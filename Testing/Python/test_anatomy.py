@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+
 from deepsim import anatomy
 from deepsim.anatomy import (
     GRID_SHAPE,

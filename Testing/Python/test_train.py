@@ -1,0 +1,125 @@
+"""Training: loss goes down, checkpoints resume, DDP keeps replicas identical."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from deepsim.modelio import load_model
+from deepsim.train import train
+
+DATA = {"kind": "synthetic", "shape": [32, 32], "synth": {"n_labels": 4, "max_disp": 3.0}}
+
+
+def _cfg(task, steps=30, **extra):
+    cfg = {
+        "name": f"tiny-{task}",
+        "task": task,
+        "spatial_dims": 2,
+        "seed": 0,
+        "network": {"channels": [4, 8], "n_classes": 4},
+        "data": DATA,
+        "optim": {
+            "lr": 3e-3,
+            "steps": steps,
+            "batch_size": 4,
+            "val_every": 10,
+            "val_pairs": 4,
+            "checkpoint_every": 10,
+        },
+        "preprocessing": {"spacing": 1.0, "multiple": 4},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def _log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_autoencoder_training_lowers_its_loss(tmp_path):
+    train(_cfg("autoencoder", steps=40), tmp_path, device="cpu", progress=False)
+    log = _log(tmp_path)
+    assert log[-1]["val_loss"] < 0.7 * log[0]["val_loss"]
+    assert load_model(tmp_path / "model.pt").extractor is not None
+
+
+def test_registration_training_lowers_loss_and_keeps_config(tmp_path):
+    cfg = _cfg("registration", steps=40, loss={"similarity": "mse", "lambda": 0.1})
+    train(cfg, tmp_path, device="cpu", progress=False)
+    log = _log(tmp_path)
+    assert log[-1]["val_loss"] < log[0]["val_loss"]
+    model = load_model(tmp_path / "model.pt")
+    assert model.config["loss"]["similarity"] == "mse"
+    assert "val_dice" in model.config["metrics"]
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    cfg = _cfg("autoencoder", steps=20)
+    train(cfg, tmp_path / "a", device="cpu", progress=False)
+    once = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    # the same run interrupted at step 10, then resumed, ends in the same state
+    train(
+        {**cfg, "optim": {**cfg["optim"], "steps": 10}},
+        tmp_path / "b",
+        device="cpu",
+        progress=False,
+    )
+    train(cfg, tmp_path / "b", device="cpu", progress=False)
+    twice = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert twice["step"] == once["step"] == 20
+    for k, v in once["network"].items():
+        assert torch.allclose(v.float(), twice["network"][k].float(), atol=1e-6), k
+
+
+def test_bad_config_is_refused(tmp_path):
+    from deepsim.train import load_config
+
+    p = tmp_path / "c.json"
+    p.write_text('{"task": "registration"}')
+    with pytest.raises(ValueError, match="lacks the required entry"):
+        load_config(p)
+    p.write_text("{nope")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_config(p)
+
+
+def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
+    cfg = _cfg("autoencoder", steps=6)
+    cfg["optim"]["val_every"] = 6
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import hashlib, json, os, torch
+        from deepsim.train import train
+        cfg = json.load(open({str(tmp_path / "cfg.json")!r}))
+        outcome = train(cfg, {str(tmp_path / "out")!r}, device="cpu", progress=False)
+        rank = int(os.environ["RANK"])
+        digest = hashlib.sha256()
+        for p in outcome.network.parameters():
+            digest.update(p.detach().numpy().tobytes())
+        open({str(tmp_path / "out")!r} + f"/weights_rank{{rank}}.sha256", "w").write(digest.hexdigest())
+        torch.distributed.destroy_process_group()
+    """)
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(script),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hashes = sorted((tmp_path / "out").glob("weights_rank*.sha256"))
+    assert len(hashes) == 2
+    assert hashes[0].read_text() == hashes[1].read_text()
