@@ -114,6 +114,7 @@ class _Anatomy:
 
     def __init__(self, cfg: dict, split: str, seed: int):
         self.name, self.scheme = cfg["names"][0], cfg.get("label_scheme")
+        self.spatial_dims = int(cfg.get("spatial_dims", 3))
         self.seed = seed + (0 if split == "test" else 7919)
 
     def pair(self, index: int, device="cpu") -> dict:
@@ -121,7 +122,9 @@ class _Anatomy:
 
         from .benchdata import semi_synthetic_pairs
 
-        gen = semi_synthetic_pairs(self.name, index + 1, self.seed, scheme=self.scheme)
+        gen = semi_synthetic_pairs(
+            self.name, index + 1, self.seed, spatial_dims=self.spatial_dims, scheme=self.scheme
+        )
         item = next(islice(gen, index, None))
         keys = ("fixed", "moving", "fixed_labels", "moving_labels", "disp")
         return {k: item[k].to(device) for k in keys}
