@@ -51,7 +51,9 @@ class FolderPairs:
             img = read_image(path)
             norm = normalize_intensity(img.array, pre["lower_percentile"], pre["upper_percentile"])
             img.array = norm
-            self.images.append(torch.from_numpy(resample(img, self.grid).array)[None, None])
+            self.images.append(
+                torch.from_numpy(resample(img, self.grid).array.astype(np.float32))[None, None]
+            )
             lab_path = root / "labels" / path.name
             if lab_path.exists():
                 lab = resample(read_image(lab_path, "labels"), self.grid, None, "nearest")
