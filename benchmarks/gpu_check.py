@@ -126,7 +126,7 @@ def main() -> int:
             opts = RegistrationOptions(device=dev)
             holder = {}
 
-            def run(opts=opts, holder=holder):
+            def run(opts=opts, holder=holder, fixed=fixed, moving=moving):
                 holder["r"] = register(fixed, moving, model3, opts)
 
             sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
