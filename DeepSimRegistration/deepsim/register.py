@@ -373,10 +373,11 @@ def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, dev
     names, arrays, means = [], [], {}
     extractor = model.extractor
     with torch.inference_mode():
+        fixed_feats = extractor.to(device).eval().features(f) if extractor is not None else None
         for when, img in pairs.items():
             values = {"ncc": local_ncc_map(img, f)}
             if extractor is not None:
-                values["deepsim"] = deepsim_map(extractor.to(device), img, f)
+                values["deepsim"] = deepsim_map(extractor, img, f, fixed_feats)
             for kind, v in values.items():
                 names.append(f"{kind}_{when}")
                 arrays.append(v[0, 0].float().cpu())

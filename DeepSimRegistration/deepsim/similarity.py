@@ -148,11 +148,16 @@ class DeepSimLoss(nn.Module):
 
 
 @torch.no_grad()
-def deepsim_map(extractor: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def deepsim_map(
+    extractor: nn.Module, a: torch.Tensor, b: torch.Tensor, feats_b: list[torch.Tensor] | None = None
+) -> torch.Tensor:
     """DeepSim similarity heatmap ``(B, 1, *spatial)``: each level's cosine map upsampled
-    (linear, ``align_corners=False``) to the image grid, then averaged over levels; in ``[-1, 1]``."""
+    (linear, ``align_corners=False``) to the image grid, then averaged over levels; in ``[-1, 1]``.
+    ``feats_b``: ``b``'s features when already computed (several maps against one fixed image)."""
     extractor.eval()
-    maps = cosine_maps(extractor.features(a), extractor.features(b))
+    if feats_b is None:
+        feats_b = extractor.features(b)
+    maps = cosine_maps(extractor.features(a), feats_b)
     size = tuple(a.shape[2:])
     mode = interp_mode(a.ndim - 2)
     up = [F.interpolate(m.unsqueeze(1), size=size, mode=mode, align_corners=False) for m in maps]
