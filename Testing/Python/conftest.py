@@ -7,21 +7,7 @@ import pytest
 import torch
 
 from deepsim.geometry import Grid, Image
-
-
-def rotation(dims: int, angles=(0.3, -0.2, 0.25)) -> np.ndarray:
-    """An oblique proper rotation (2D or 3D)."""
-    if dims == 2:
-        c, s = np.cos(angles[0]), np.sin(angles[0])
-        return np.array([[c, -s], [s, c]])
-    r = np.eye(3)
-    for axis, a in enumerate(angles):
-        c, s = np.cos(a), np.sin(a)
-        i, j = [k for k in range(3) if k != axis]
-        m = np.eye(3)
-        m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
-        r = r @ m
-    return r
+from oblique import rotation  # noqa: F401  (re-exported for the tests)
 
 
 def oblique_grid(shape, spacing=None, origin=None) -> Grid:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from oblique import rotation
+
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "DeepSimRegistration"
 
@@ -30,23 +32,12 @@ def scene_ids(scene) -> list[str]:
     return [scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())]
 
 
-def rotation(angles=(0.3, -0.2, 0.25)) -> np.ndarray:
-    r = np.eye(3)
-    for axis, a in enumerate(angles):
-        c, s = np.cos(a), np.sin(a)
-        i, j = [k for k in range(3) if k != axis]
-        m = np.eye(3)
-        m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
-        r = r @ m
-    return r
-
-
 def oblique_ijk_to_ras(
     spacing=(1.3, 0.9, 1.7), origin=(12.5, -31.0, 7.25), angles=(0.3, -0.2, 0.25)
 ):
     """An oblique, anisotropic, non-zero-origin IJKToRAS (columns i, j, k)."""
     m = np.eye(4)
-    m[:3, :3] = rotation(angles) @ np.diag(spacing)
+    m[:3, :3] = rotation(3, angles) @ np.diag(spacing)
     m[:3, 3] = origin
     return m
 
