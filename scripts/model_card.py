@@ -26,6 +26,17 @@ def _table(rows: list[dict], keys: list[str]) -> str:
     return head + "".join("| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |\n" for r in rows)
 
 
+def _extractor_line(cfg: dict, configs: Path) -> str:
+    """Steps and wall time of the extractor, from its own model file when it is still there."""
+    path = configs / cfg["loss"]["extractor"]
+    if not path.is_file():
+        return "- extractor: trained by the first command above"
+    metrics = load_model(path).config.get("metrics", {})
+    return (
+        f"- extractor: {metrics.get('step', '?')} steps, wall time {metrics.get('wall_s', '?')} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
@@ -64,9 +75,11 @@ def main() -> None:
         "## Train it from scratch",
         f"```\n{card.get('command', '')}\n```",
         "",
-        "## Training run",
+        "## Training runs",
+        _extractor_line(cfg, heldout_cfg.parent),
         f"- steps: {log[-1]['step'] if log else '?'} (registration); wall time {log[-1]['wall_s'] if log else '?'} s "
-        f"on {info.get('hardware', '?')}, torch {info.get('torch', '?')}",
+        f"on {info.get('hardware', '?')}, torch {info.get('torch', '?')} (the 2 cores were shared "
+        "with other training runs, so alone it is faster)",
         f"- selected checkpoint (best validation Dice): {json.dumps(cfg.get('metrics', {}))}",
         "",
         _table(log, ["step", "val_loss", "val_dice", "val_dice_identity", "lr", "wall_s"])

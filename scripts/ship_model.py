@@ -17,6 +17,7 @@ def main(src: str, dst: str) -> None:
     if log.exists():
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         config.setdefault("info", {})["training_log"] = lines
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     save_model(dst, model.networks, config)
     print(f"shipped {src} -> {dst} ({Path(dst).stat().st_size / 1e6:.2f} MB)")
 

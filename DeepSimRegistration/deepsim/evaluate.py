@@ -24,11 +24,18 @@ log = logging.getLogger(__name__)
 
 def data_grid(data: dict, shape: tuple[int, ...]) -> Grid:
     """Physical grid of a data source's arrays: the anatomy grid for real anatomies, else 1 mm."""
+    d = len(shape)
     if data.get("kind") == "anatomy" or data.get("anatomies"):
         from .anatomy import reference_image
 
-        return Grid.from_sitk(reference_image())
-    d = len(shape)
+        grid = Grid.from_sitk(reference_image())
+        if d == 3:
+            return grid
+        # an axial slice (tensor axis 0 removed): keep the in-plane world axes x, y
+        m = np.eye(3)
+        m[:2, :2] = grid.linear[:2, 1:]
+        m[:2, 2] = grid.index_to_lps[:2, 3]
+        return Grid(shape, m)
     return Grid(shape, np.eye(d + 1))
 
 

@@ -149,7 +149,10 @@ class DeepSimLoss(nn.Module):
 
 @torch.no_grad()
 def deepsim_map(
-    extractor: nn.Module, a: torch.Tensor, b: torch.Tensor, feats_b: list[torch.Tensor] | None = None
+    extractor: nn.Module,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    feats_b: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """DeepSim similarity heatmap ``(B, 1, *spatial)``: each level's cosine map upsampled
     (linear, ``align_corners=False``) to the image grid, then averaged over levels; in ``[-1, 1]``.

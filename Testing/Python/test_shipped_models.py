@@ -35,16 +35,16 @@ def test_models_command_lists_them():
 
 
 def test_instance_optimisation_recovers_a_known_displacement():
-    """A known smooth field (peak ~3 px) applied to a synthetic image is recovered by the shipped
-    2D model plus 100 steps of instance optimisation: mean endpoint error < 0.6 px, under a
-    third of the error of the identity."""
+    """A known smooth field (peak ~4 px) applied to a synthetic image is recovered by the shipped
+    2D model plus 100 steps of instance optimisation: mean endpoint error < 0.6 px and under a
+    third of the identity's."""
     gen = torch.Generator().manual_seed(7)
     shape = (128, 128)
     labels = synth.random_label_map(shape, 8, gen)
     moving = synth.random_appearance(
         labels, gen, noise_range=(0.0, 0.0), bias_strength=0.0, gamma_std=0.0
     )
-    true = synth.random_deformation(shape, 3.0, gen)
+    true = synth.random_deformation(shape, 4.0, gen)
     fixed = warp(moving, true)  # fixed(x) = moving(x + true(x))
     grid = Grid(shape, np.eye(3))
     model = load_model(resolve_model("general-2d", 2))
