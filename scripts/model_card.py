@@ -49,7 +49,7 @@ def main() -> None:
     card = json.loads((REPO / "configs" / f"{args.name}.json").read_text())["info"]["card"]
     log = info.get("training_log", [])
     extractor_cfg = json.loads(
-        next((REPO / "configs").glob(f"{args.name}-*-extractor.json")).read_text()
+        (REPO / "configs" / f"{args.name}-extractor.json").read_text()
     )
     heldout_cfg = REPO / "configs" / card["heldout_config"]
     report = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu")

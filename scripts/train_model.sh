@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Train a shipped model from scratch: its DeepSim feature extractor (configs/NAME-extractor.json),
+# then its registration network (configs/NAME.json), then copy it into
+# DeepSimRegistration/Resources/Models/NAME.pt. Rerunning resumes from the checkpoints in runs/.
+#   usage: scripts/train_model.sh NAME [extra 'deepsim train' arguments]
+#   e.g.   scripts/train_model.sh general-2d;  scripts/train_model.sh brain-3d
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name="$1"
+shift
+deepsim train "configs/${name}-extractor.json" "$@"
+deepsim train "configs/${name}.json" "$@"
+python scripts/ship_model.py "runs/${name}/registration/model.pt" "DeepSimRegistration/Resources/Models/${name}.pt"
