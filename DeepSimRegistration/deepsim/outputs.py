@@ -73,48 +73,59 @@ def write_outputs(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _middle_slice(array: np.ndarray) -> np.ndarray:
-    return array if array.ndim == 2 else array[array.shape[0] // 2]
-
-
 def save_overview(
     result: RegistrationResult, fixed: Image, moving: Image, path: str | Path
 ) -> None:
-    """PNG of fixed / moving (on the fixed grid) / warped / deformed grid / heatmaps / Jacobian,
-    through the middle slice along the first tensor axis in 3D."""
+    """PNG of fixed / moving / warped / deformed grid / heatmaps / Jacobian. Everything is resampled
+    onto a display grid in the standard orientation (3D: the middle axial slice, anterior up,
+    radiological left-right), whatever the files' orientation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .geometry import resample
+    from .geometry import model_grid, resample, sample_on_grid
 
-    moving_on_fixed = resample(moving, fixed.grid).array
+    display = model_grid(fixed.grid, float(fixed.grid.spacing.min()), multiple=1)
+    middle = display.shape[0] // 2 if display.spatial_dims == 3 else None
+
+    def view(image: Image, interpolator: str = "linear") -> np.ndarray:
+        arr = resample(
+            Image(image.array.astype(np.float32), image.grid), display, None, interpolator
+        ).array
+        return arr if middle is None else arr[middle]
+
+    heat = result.heatmaps
     panels = [
-        ("fixed", _middle_slice(fixed.array)),
-        ("moving (unregistered)", _middle_slice(moving_on_fixed)),
-        (
-            "warped moving",
-            _middle_slice(result.warped.array) if result.warped is not None else None,
-        ),
+        ("fixed", view(fixed), "gray", None),
+        ("moving (unregistered)", view(moving), "gray", None),
+        ("warped moving", view(result.warped) if result.warped is not None else None, "gray", None),
     ]
-    heat = [(k, v) for k, v in sorted(result.heatmaps.items())]
+    for key in ("deepsim_before", "deepsim_after", "ncc_after"):
+        if key in heat:
+            panels.append(
+                (f"similarity {key.replace('_', ' ')}", view(heat[key]), "inferno", (0, 1))
+            )
+    jac_title = f"Jacobian (folding {result.summary.get('folding_percent', 0):.2f} %)"
+    panels.append((jac_title, view(result.jacobian), "RdBu_r", (0, 2)))
     fig, axes = plt.subplots(2, 4, figsize=(16, 8))
     axes = axes.ravel()
-    for ax, (title, img) in zip(axes[:3], panels):
+    slots = [0, 1, 2, 4, 5, 6, 7][: len(panels)]
+    for slot, (title, img, cmap, rng) in zip(slots, panels):
+        ax = axes[slot]
         if img is not None:
-            ax.imshow(img, cmap="gray", origin="lower")
+            im = ax.imshow(
+                img,
+                cmap=cmap,
+                vmin=None if rng is None else rng[0],
+                vmax=None if rng is None else rng[1],
+            )
+            if rng is not None:
+                fig.colorbar(im, ax=ax, fraction=0.046)
         ax.set_title(title)
-    _draw_grid(axes[3], result, fixed)
-    for ax, (key, image) in zip(axes[4:7], [h for h in heat if h[0].endswith("after")] + heat[:1]):
-        im = ax.imshow(_middle_slice(image.array), cmap="inferno", vmin=0, vmax=1, origin="lower")
-        ax.set_title(f"similarity {key.replace('_', ' ')}")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    im = axes[7].imshow(
-        _middle_slice(result.jacobian.array), cmap="RdBu_r", vmin=0, vmax=2, origin="lower"
-    )
-    axes[7].set_title(f"Jacobian (folding {result.summary.get('folding_percent', 0):.2f} %)")
-    fig.colorbar(im, ax=axes[7], fraction=0.046)
+    disp = sample_on_grid(np.moveaxis(result.displacement, -1, 0), result.fixed_grid, display)
+    vox = np.moveaxis(np.tensordot(np.linalg.inv(display.linear), disp, axes=(1, 0)), 0, -1)
+    _draw_grid(axes[3], view(fixed), vox if middle is None else vox[middle])
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -123,25 +134,18 @@ def save_overview(
     plt.close(fig)
 
 
-def _draw_grid(ax, result: RegistrationResult, fixed: Image, lines: int = 24) -> None:
-    """Deformed grid lines: fixed voxel positions moved by the in-slice displacement (voxels)."""
-    disp = (
-        result.displacement
-        if fixed.grid.spatial_dims == 2
-        else result.displacement[fixed.array.shape[0] // 2]
-    )
-    d = fixed.grid.spatial_dims
-    inv = np.linalg.inv(fixed.grid.linear)
-    vox = disp @ inv.T  # displacement in fixed voxel steps, tensor order
-    rows, cols = vox.shape[0], vox.shape[1]
+def _draw_grid(ax, background: np.ndarray, vox: np.ndarray, lines: int = 24) -> None:
+    """Deformed grid: display-grid points moved by the in-slice displacement ``vox`` (voxels,
+    last axis in tensor order; the last two components are in-slice)."""
+    rows, cols = background.shape
     r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    pr, pc = r + vox[..., d - 2], c + vox[..., d - 1]
-    ax.imshow(_middle_slice(fixed.array), cmap="gray", origin="lower", alpha=0.4)
+    pr, pc = r + vox[..., -2], c + vox[..., -1]
+    ax.imshow(background, cmap="gray", alpha=0.4)
     step = max(1, min(rows, cols) // lines)
     for i in range(0, rows, step):
         ax.plot(pc[i], pr[i], color="tab:orange", lw=0.6)
     for j in range(0, cols, step):
         ax.plot(pc[:, j], pr[:, j], color="tab:orange", lw=0.6)
     ax.set_xlim(0, cols - 1)
-    ax.set_ylim(0, rows - 1)
-    ax.set_title("deformation grid")
+    ax.set_ylim(rows - 1, 0)
+    ax.set_title("deformation grid (mapping to moving)")
