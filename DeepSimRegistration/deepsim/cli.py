@@ -119,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ev.add_argument("--io-steps", type=int, default=0)
 
+    wp = sub.add_parser(
+        "warp",
+        help="apply a displacement.nii.gz to another image (e.g. labels) onto the fixed grid",
+        description="Resample IMAGE (in the moving image's space) through a displacement field "
+        "written by 'deepsim register' onto that field's grid (the fixed image's grid).",
+    )
+    wp.add_argument("image", type=Path, help="image or label map in the moving image's space")
+    wp.add_argument("--transform", type=Path, required=True, help="displacement.nii.gz")
+    wp.add_argument("--out", type=Path, required=True, help="output image file")
+    wp.add_argument("--nearest", action="store_true", help="nearest neighbour (for label maps)")
+
     sub.add_parser("models", help="list the shipped models")
     return parser
 
@@ -209,6 +220,32 @@ def cmd_register(args) -> int:
     return 0
 
 
+def cmd_warp(args) -> int:
+    import numpy as np
+
+    from .geometry import Image, read_image, read_vector_image, write_image
+    from .register import warp_image
+
+    field = read_vector_image(args.transform, "transform")
+    if field.array.shape[-1] != field.grid.spatial_dims:
+        raise ValueError(
+            f"{args.transform} is not a displacement field of {field.grid.spatial_dims}D vectors"
+        )
+    image = read_image(args.image)
+    if image.grid.spatial_dims != field.grid.spatial_dims:
+        raise ValueError(
+            f"image is {image.grid.spatial_dims}D but the transform is {field.grid.spatial_dims}D"
+        )
+    out = warp_image(
+        image, field.grid, field.array.astype(np.float64), "nearest" if args.nearest else "linear"
+    )
+    if args.out.parent and not args.out.parent.exists():
+        raise FileNotFoundError(f"output folder {args.out.parent} does not exist")
+    write_image(Image(out.array, out.grid), args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from .modelio import models_dir, shipped_models
 
@@ -254,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = {
         "register": cmd_register,
+        "warp": cmd_warp,
         "train": cmd_train,
         "evaluate": cmd_evaluate,
         "models": cmd_models,

@@ -24,6 +24,7 @@ __all__ = [
     "Image",
     "LPS_TO_RAS",
     "read_image",
+    "read_vector_image",
     "write_image",
     "to_sitk",
     "from_sitk",
@@ -209,6 +210,20 @@ def read_image(path: str | Path, what: str = "image") -> Image:
         return from_sitk(image)
     except ValueError as err:
         raise ValueError(f"{what} {path}: {err}") from err
+
+
+def read_vector_image(path: str | Path, what: str = "image") -> Image:
+    """Read a vector image (e.g. a displacement field): array ``(*shape, C)`` in tensor order."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise ValueError(f"cannot read {what} {path}: {str(err).strip().splitlines()[-1]}") from err
+    return Image(sitk.GetArrayFromImage(image), Grid.from_sitk(image))
 
 
 def write_image(image: Image, path: str | Path, vector: bool = False) -> None:

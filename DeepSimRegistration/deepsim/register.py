@@ -354,9 +354,9 @@ def warp_image(image: Image, fixed: Grid, displacement: np.ndarray, interpolator
 
     from .geometry import to_sitk
 
-    field_img = to_sitk(Image(displacement.astype(np.float32), fixed), vector=True)
     if displacement.shape[:-1] != fixed.shape:
         raise ValueError("warp_image(): displacement does not match the fixed grid")
+    field_img = to_sitk(Image(displacement.astype(np.float32), fixed), vector=True)
     transform = sitk.DisplacementFieldTransform(sitk.Cast(field_img, sitk.sitkVectorFloat64))
     interp = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}[interpolator]
     src = to_sitk(image)

@@ -91,6 +91,45 @@ def test_register_writes_the_contract(pair2d, tmp_path, tiny_model_2d):
     assert warped.GetSize() == sitk.ReadImage(str(f)).GetSize()
 
 
+def test_warp_applies_the_written_transform(pair2d, tmp_path, tiny_model_2d):
+    f, m, fl, ml = pair2d
+    out = tmp_path / "out"
+    run(
+        "register",
+        f,
+        m,
+        "--out",
+        out,
+        "--model",
+        tiny_model_2d,
+        "--device",
+        "cpu",
+        "--io-steps",
+        "3",
+        "--fixed-labels",
+        fl,
+        "--moving-labels",
+        ml,
+        "--no-figure",
+    )
+    run(
+        "warp",
+        ml,
+        "--transform",
+        out / "displacement.nii.gz",
+        "--out",
+        tmp_path / "wl.nii.gz",
+        "--nearest",
+    )
+    run("warp", m, "--transform", out / "displacement.nii.gz", "--out", tmp_path / "w.nii.gz")
+    read = lambda p: sitk.GetArrayFromImage(sitk.ReadImage(str(p)))  # noqa: E731
+    assert np.array_equal(read(tmp_path / "wl.nii.gz"), read(out / "warped_labels.nii.gz"))
+    assert np.allclose(read(tmp_path / "w.nii.gz"), read(out / "warped.nii.gz"), atol=1e-3)
+    assert "is not a displacement field" in _error(
+        "warp", m, "--transform", f, "--out", tmp_path / "x.nii.gz"
+    )
+
+
 def test_help_is_complete():
     text = run("register", "--help").stdout
     for needle in ("displacement.nii.gz", "resampling convention", "LPS", "--io-steps", "EXAMPLES"):
