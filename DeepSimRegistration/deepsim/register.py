@@ -293,7 +293,9 @@ def _instance_optimise(
         )
     loss_cfg = model.config.get("loss", {})
     lam = float(loss_cfg.get("lambda", 1.0))
-    sim = DeepSimLoss(extractor.to(device)).to(device)
+    sim = DeepSimLoss(
+        extractor.to(device), loss_cfg.get("levels"), loss_cfg.get("level_weights")
+    ).to(device)
     f, m = _to_tensor(fixed_m, device), _to_tensor(moving_m, device)
     u = disp.detach().clone().to(device).requires_grad_(True)
     opt = torch.optim.Adam([u], lr=opts.io_lr)
@@ -373,11 +375,12 @@ def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, dev
     names, arrays, means = [], [], {}
     extractor = model.extractor
     with torch.inference_mode():
+        levels = model.config.get("loss", {}).get("levels")
         fixed_feats = extractor.to(device).eval().features(f) if extractor is not None else None
         for when, img in pairs.items():
             values = {"ncc": local_ncc_map(img, f)}
             if extractor is not None:
-                values["deepsim"] = deepsim_map(extractor, img, f, fixed_feats)
+                values["deepsim"] = deepsim_map(extractor, img, f, fixed_feats, levels)
             for kind, v in values.items():
                 names.append(f"{kind}_{when}")
                 arrays.append(v[0, 0].float().cpu())
