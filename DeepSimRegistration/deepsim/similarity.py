@@ -153,14 +153,19 @@ def deepsim_map(
     a: torch.Tensor,
     b: torch.Tensor,
     feats_b: list[torch.Tensor] | None = None,
+    levels: list[int] | None = None,
 ) -> torch.Tensor:
     """DeepSim similarity heatmap ``(B, 1, *spatial)``: each level's cosine map upsampled
     (linear, ``align_corners=False``) to the image grid, then averaged over levels; in ``[-1, 1]``.
-    ``feats_b``: ``b``'s features when already computed (several maps against one fixed image)."""
+    ``feats_b``: ``b``'s features when already computed (several maps against one fixed image);
+    ``levels``: the feature levels to use (all by default)."""
     extractor.eval()
     if feats_b is None:
         feats_b = extractor.features(b)
-    maps = cosine_maps(extractor.features(a), feats_b)
+    feats_a = extractor.features(a)
+    if levels is not None:
+        feats_a, feats_b = [feats_a[i] for i in levels], [feats_b[i] for i in levels]
+    maps = cosine_maps(feats_a, feats_b)
     size = tuple(a.shape[2:])
     mode = interp_mode(a.ndim - 2)
     up = [F.interpolate(m.unsqueeze(1), size=size, mode=mode, align_corners=False) for m in maps]
