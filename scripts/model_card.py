@@ -48,9 +48,7 @@ def main() -> None:
     info = cfg.get("info", {})
     card = json.loads((REPO / "configs" / f"{args.name}.json").read_text())["info"]["card"]
     log = info.get("training_log", [])
-    extractor_cfg = json.loads(
-        (REPO / "configs" / f"{args.name}-extractor.json").read_text()
-    )
+    extractor_cfg = json.loads((REPO / "configs" / f"{args.name}-extractor.json").read_text())
     heldout_cfg = REPO / "configs" / card["heldout_config"]
     report = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu")
     (models_dir() / f"{args.name}.heldout.json").write_text(json.dumps(report, indent=2) + "\n")

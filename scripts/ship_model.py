@@ -1,4 +1,5 @@
-"""Copy a trained model file into the shipped models, recording its training log in the config.
+"""Copy a trained model file into the shipped models, recording its training log and refreshing
+its ``info`` (description, defaults, card) from ``configs/NAME.json``.
 
 usage: python scripts/ship_model.py runs/NAME/registration/model.pt DeepSimRegistration/Resources/Models/NAME.pt
 """
@@ -13,6 +14,9 @@ from deepsim.modelio import load_model, save_model
 def main(src: str, dst: str) -> None:
     model = load_model(src)
     config = dict(model.config)
+    source = Path(__file__).resolve().parent.parent / "configs" / f"{Path(dst).stem}.json"
+    if source.is_file():
+        config.setdefault("info", {}).update(json.loads(source.read_text()).get("info", {}))
     log = Path(src).with_name("log.jsonl")
     if log.exists():
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]

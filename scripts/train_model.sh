@@ -10,4 +10,5 @@ name="$1"
 shift
 deepsim train "configs/${name}-extractor.json" "$@"
 deepsim train "configs/${name}.json" "$@"
-python scripts/ship_model.py "runs/${name}/registration/model.pt" "DeepSimRegistration/Resources/Models/${name}.pt"
+PY="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+"$PY" scripts/ship_model.py "runs/${name}/registration/model.pt" "DeepSimRegistration/Resources/Models/${name}.pt"

@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pairs", type=int, default=8, help="number of pairs (default 8)")
     ev.add_argument("--split", default="test", help="data split (default test)")
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ev.add_argument("--io-steps", type=int, default=0)
+    ev.add_argument(
+        "--io-steps", type=int, default=None, help="default: the model's recommendation"
+    )
 
     wp = sub.add_parser(
         "warp",
@@ -174,7 +176,7 @@ def cmd_register(args) -> int:
     from .outputs import write_outputs
     from .register import RegistrationOptions, register
 
-    if args.io_steps < 0:
+    if args.io_steps is not None and args.io_steps < 0:
         raise ValueError(f"--io-steps must be >= 0, got {args.io_steps}")
     if (args.fixed_labels is None) != (args.moving_labels is None):
         raise ValueError("give both --fixed-labels and --moving-labels, or neither")
@@ -255,7 +257,12 @@ def cmd_models(args) -> int:
         return 1
     for name, info in models.items():
         flag = " (default)" if info["default"] else ""
-        print(f"{name:<24} {info['spatial_dims']}D{flag}  {info['description']}")
+        io = (
+            f", {info['default_io_steps']} instance-optimisation steps"
+            if info["default_io_steps"]
+            else ""
+        )
+        print(f"{name:<16} {info['spatial_dims']}D{flag}{io}  {info['description']}")
     return 0
 
 

@@ -39,7 +39,7 @@ def data_grid(data: dict, shape: tuple[int, ...]) -> Grid:
     return Grid(shape, np.eye(d + 1))
 
 
-def evaluate_pairs(pairs, model, grid: Grid, device="cpu", io_steps=0, affine=True) -> dict:
+def evaluate_pairs(pairs, model, grid: Grid, device="cpu", io_steps=None, affine=True) -> dict:
     """Register each pair dict (``fixed, moving, fixed_labels, moving_labels`` tensors or arrays,
     optional ``disp`` in fixed voxels) and summarise."""
     from .register import RegistrationOptions, register
@@ -85,7 +85,7 @@ def evaluate_pairs(pairs, model, grid: Grid, device="cpu", io_steps=0, affine=Tr
 
 
 def evaluate_model(
-    data_config: str | Path, model_name: str, pairs=8, split="test", device="auto", io_steps=0
+    data_config: str | Path, model_name: str, pairs=8, split="test", device="auto", io_steps=None
 ) -> dict:
     """Entry point of ``deepsim evaluate``: ``data_config`` is a JSON file with a ``data`` entry
     (as in training configs)."""

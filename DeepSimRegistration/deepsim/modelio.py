@@ -180,6 +180,7 @@ def shipped_models() -> dict[str, dict]:
             "spatial_dims": int(config.get("spatial_dims", 0)),
             "description": config.get("info", {}).get("description", ""),
             "default": bool(config.get("info", {}).get("default", False)),
+            "default_io_steps": int(config.get("info", {}).get("default_io_steps", 0)),
         }
     return out
 

@@ -139,9 +139,10 @@ class UNetBackbone(nn.Module):
             scale_factor=2, mode=interp_mode(spatial_dims), align_corners=False
         )
 
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def encode(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
+        """Outputs of the first ``depth`` encoder stages (all by default)."""
         levels = []
-        for stage in self.encoder:
+        for stage in self.encoder[:depth]:
             x = stage(x)
             levels.append(x)
         return levels
@@ -179,8 +180,9 @@ class FeatureExtractor(nn.Module):
 
     backbone: UNetBackbone
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.backbone.encode(x)
+    def features(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
+        """The DeepSim feature levels; ``depth`` stops after that many stages (fewer levels)."""
+        return self.backbone.encode(x, depth)
 
 
 class SegmentationNet(FeatureExtractor):

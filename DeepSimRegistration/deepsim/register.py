@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -41,13 +41,15 @@ class Cancelled(RuntimeError):
 @dataclass
 class RegistrationOptions:
     """``device``: auto|cpu|cuda. ``affine``: classical pre-alignment. ``io_steps``: Adam steps of
-    DeepSim + lambda * diffusion refining the predicted field (0 = network only).
+    DeepSim + lambda * diffusion refining the predicted field (0 = network only; None = the
+    model's recommended number, ``info.default_io_steps`` in its config, else 0); ``io_lr``: their
+    Adam step size in voxels (None = ``info.default_io_lr``, else 0.05).
     ``model_spacing``: override the model grid spacing in mm (coarser = faster, less memory)."""
 
     device: str = "auto"
     affine: bool = True
-    io_steps: int = 0
-    io_lr: float = 0.05
+    io_steps: int | None = None
+    io_lr: float | None = None
     model_spacing: float | None = None
     heatmaps: bool = True
     warped: bool = True
@@ -148,7 +150,12 @@ def register(
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with ``model``. Raises ``ValueError`` on bad input,
     ``MemoryError`` when the pair will not fit, :class:`Cancelled` when cancelled."""
-    opts = options or RegistrationOptions()
+    opts = replace(options or RegistrationOptions())
+    info = model.config.get("info", {})
+    if opts.io_steps is None:
+        opts.io_steps = int(info.get("default_io_steps", 0))
+    if opts.io_lr is None:
+        opts.io_lr = float(info.get("default_io_lr", 0.05))
     t0 = time.perf_counter()
     stages = _Stages(progress, should_cancel)
     dims = fixed.grid.spatial_dims

@@ -134,8 +134,10 @@ class DeepSimLoss(nn.Module):
 
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
         self.extractor.eval()
-        feats = self.extractor.features(x)
-        return [feats[i] for i in self.levels] if self.levels is not None else feats
+        if self.levels is None:
+            return self.extractor.features(x)
+        feats = self.extractor.features(x, max(self.levels) + 1)  # skip unused deeper stages
+        return [feats[i] for i in self.levels]
 
     def forward(self, warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -225,12 +227,12 @@ class VGGFeatures(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def features(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
         if x.ndim != 4:
             raise ValueError(f"VGGFeatures: 2D images (B, 1, H, W) only, got {tuple(x.shape)}")
         x = x.expand(-1, 3, -1, -1)
         out = []
-        for start, stop in _VGG_SLICES:
+        for start, stop in _VGG_SLICES[:depth]:
             x = self.features_seq[start:stop](x)
             out.append(x)
         return out
