@@ -69,10 +69,11 @@ def test_brain_model_raises_dice_on_held_out_anatomy_2mm():
     from deepsim.evaluate import evaluate_model
 
     report = evaluate_model(
-        REPO / "configs" / "eval-mni2009a.json", "brain-3d", pairs=1, device="cpu"
+        REPO / "configs" / "eval-mni2009a.json", "brain-3d", pairs=2, device="cpu"
     )
     m = report["mean"]
-    assert m["dice_after"] > m["dice_identity"] + 0.05
+    assert m["dice_after"] > m["dice_identity"] + 0.03
+    assert m["dice_after"] > m["dice_affine"] + 0.03
     assert m["folding_percent"] < 0.5
 
 
