@@ -1,0 +1,699 @@
+"""The paper's metric comparison (Czolbe et al., MIDL 2021, Sec. 4-5), reproducible on a CPU.
+
+One registration network (the library's :class:`deepsim.networks.RegistrationNet`) is trained
+with each similarity metric, MSE, NCC, NCC_sup, DeepSim_ae and DeepSim_seg (VGG only when ImageNet
+VGG16 weights are available locally, see ``--vgg-weights``), with an equal step budget per run and
+lambda tuned per metric over a power-of-two grid by *validation* Dice (as the paper did). The
+selected model of each metric is then evaluated on test pairs that no training or tuning step saw:
+
+* ``semi_synthetic``: the held-out MNI ICBM 2009a template (``mni2009a``) and its tissue labels
+  under known random deformations (so the endpoint error is known too);
+* ``templates``: real inter-template pairs fsaverage <-> mni2009a (tissue scheme, both
+  directions). fsaverage seeded the training data, mni2009a did not.
+
+2D (default): axial slices of the common 2 mm grid (112 x 96). Training data: on-the-fly
+synthetic pairs seeded by fsaverage slices (labels and image under random deformations and
+intensity changes); validation: other pairs of the same generator (fsaverage only). 3D
+(``--dims 3``): the same on the 96 x 112 x 96 volumes (64^3 training crops); far too slow for a
+2-core CPU at a useful budget, but it is the same code.
+
+Also: test-time Gaussian noise of increasing strength inside a box (models trained clean), with
+Dice, std log|J|, folding and the diffusion regulariser inside the box, and a figure of the
+deformation grids there.
+
+Outputs: ``benchmarks/results/paper_comparison_{2d,3d}.json`` and figures in ``docs/figures/``.
+Runs (extractors and registration models) live in ``--runs`` and are reused: a run whose
+checkpoint reached the budget is not trained again, so an interrupted comparison resumes.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/paper_comparison.py --budget 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import FIGURES, RESULTS, ROOT, environment, summary_stats, write_json  # noqa: E402
+
+log = logging.getLogger("paper_comparison")
+
+METRICS = ["mse", "ncc", "ncc_sup", "deepsim_ae", "deepsim_seg", "vgg"]
+LABELS = {
+    "identity": "no registration",
+    "mse": "MSE",
+    "ncc": "NCC",
+    "ncc_sup": "NCC_sup",
+    "deepsim_ae": "DeepSim_ae",
+    "deepsim_seg": "DeepSim_seg",
+    "vgg": "VGG",
+}
+# centre of each metric's lambda grid (log2); the paper's brain values are MSE 0.08, NCC 1,
+# NCC_sup 2, DeepSim_ae 1, DeepSim_seg 2 (deepsim-paper.md Sec. 3.4)
+CENTRE_LOG2 = {"mse": -4, "ncc": 0, "ncc_sup": 0, "deepsim_ae": 0, "deepsim_seg": 0, "vgg": 0}
+N_CLASSES = 4  # background + the tissue scheme's grey matter, white matter, CSF
+TRAIN_SLICES = list(range(30, 68, 2))  # axial fsaverage slices that seed 2D training pairs
+TEST_SLICES = [36, 42, 48, 54, 60]  # axial positions of the held-out 2D test pairs
+
+
+# --------------------------------------------------------------------------------------------
+# training data: fsaverage-seeded synthetic pairs, 2D slices or 3D volumes
+
+
+class SliceSeededPairs:
+    """Training/validation source of :func:`deepsim.train.train` for 2D: synthetic pairs seeded by
+    axial fsaverage slices (tissue labels and image), with the source interface of
+    :mod:`deepsim.datasets` (``sample(generator, device)``, ``pair(index, device)``).
+
+    The library's ``synthetic`` data kind seeds only with whole 3D anatomies, so the 2D comparison
+    plugs this source in (see :func:`_install_source`)."""
+
+    def __init__(self, data: dict, split: str, seed: int):
+        from deepsim.anatomy import load_anatomy, tissue_labels
+        from deepsim.synth import SynthConfig, SyntheticPairs
+
+        image, labels, _ = load_anatomy("fsaverage")
+        labels = tissue_labels("fsaverage", "tissue", labels)
+        seeds = [
+            (
+                torch.from_numpy(np.ascontiguousarray(labels[k], np.int64)),
+                torch.from_numpy(np.ascontiguousarray(image[k], np.float32)),
+            )
+            for k in data["slices"]
+        ]
+        shape = tuple(image.shape[1:])
+        config = SynthConfig.from_dict(data.get("synth", {}))
+        offset = 0 if split == "train" else 10_000_019
+        self.pairs = SyntheticPairs(shape, config, seed + offset, seeds=seeds)
+
+    def sample(self, generator, device="cpu") -> dict:
+        return _keep(self.pairs.sample(generator), device)
+
+    def pair(self, index, device="cpu") -> dict:
+        return _keep(self.pairs.pair(index), device)
+
+
+def _keep(item: dict, device) -> dict:
+    keys = ("fixed", "moving", "fixed_labels", "moving_labels")
+    return {k: item[k].to(device) for k in keys}
+
+
+def _install_source() -> None:
+    """Let ``train()`` build :class:`SliceSeededPairs` for ``data.kind == "fsaverage-slices"``;
+    every other kind goes to the library's own ``make_source``."""
+    import deepsim.datasets as datasets
+
+    if getattr(datasets.make_source, "_bench", False):
+        return
+    original = datasets.make_source
+
+    def make_source(data, split="train", seed=0, preprocessing=None):
+        if data.get("kind") == "fsaverage-slices":
+            return SliceSeededPairs(data, split, seed)
+        return original(data, split, seed, preprocessing)
+
+    make_source._bench = True
+    datasets.make_source = make_source
+
+
+def data_config(dims: int) -> dict:
+    # as configs/brain-3d.json, all pairs fsaverage-seeded (so every pair has tissue labels)
+    synth = {"seed_prob": 1.0, "real_image_prob": 0.7, "max_disp": 4.0, "seed_max_disp": 4.0}
+    if dims == 2:
+        return {"kind": "fsaverage-slices", "slices": TRAIN_SLICES, "synth": synth}
+    return {
+        "kind": "synthetic",
+        "shape": [96, 112, 96],
+        "crop": [64, 64, 64],
+        "anatomies": ["fsaverage"],
+        "label_scheme": "tissue",
+        "synth": synth,
+    }
+
+
+def base_config(args, name: str, task: str) -> dict:
+    return {
+        "name": name,
+        "task": task,
+        "spatial_dims": args.dims,
+        "seed": args.seed,
+        "network": {"channels": args.channels, "bnorm": True, "dropout": 0.0},
+        "data": data_config(args.dims),
+        "optim": {
+            "lr": args.lr,
+            "steps": args.budget,
+            "batch_size": args.batch_size,
+            "val_every": max(1, args.budget // 4),
+            "val_pairs": args.val_pairs,
+            "checkpoint_every": 100,
+        },
+        "preprocessing": {"spacing": 2.0, "multiple": 8},
+    }
+
+
+def _done(run: Path, cfg: dict) -> bool:
+    """True when ``run`` holds a model file and its checkpoint reached the budget of ``cfg``.
+    A run made with another config is refused (choose another ``--runs`` folder)."""
+    ckpt_path = run / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        return False
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    saved = json.loads(ckpt["config"])
+    if {k: v for k, v in saved.items() if k != "optim"} != {
+        k: v for k, v in cfg.items() if k != "optim"
+    }:
+        raise SystemExit(
+            f"{run} was trained with another config; use another --runs folder or delete it"
+        )
+    steps = int(cfg["optim"]["steps"])
+    return (run / "model.pt").is_file() and int(ckpt["step"]) >= steps
+
+
+def _train(cfg: dict, run: Path) -> dict:
+    """Train (or resume) one run; returns the best validation metrics of its model file."""
+    from deepsim.modelio import read_model_file
+    from deepsim.train import train
+
+    if not _done(run, cfg):
+        t0 = time.perf_counter()
+        train(cfg, run, device="cpu", progress=False)
+        log.info("trained %s in %.0f s", run.name, time.perf_counter() - t0)
+    else:
+        log.info("reusing %s", run)
+    config, _ = read_model_file(run / "model.pt")
+    metrics = dict(config.get("metrics", {}))
+    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
+    metrics["train_wall_s"] = logs[-1].get("wall_s") if logs else None
+    return metrics
+
+
+def train_extractors(args, runs: Path) -> dict[str, Path]:
+    out = {}
+    for kind, task in (("seg", "segmentation"), ("ae", "autoencoder")):
+        cfg = base_config(args, f"extractor-{kind}", task)
+        cfg["optim"]["steps"] = args.extractor_budget
+        cfg["optim"]["val_every"] = max(1, args.extractor_budget // 4)
+        if task == "segmentation":
+            cfg["network"]["n_classes"] = N_CLASSES
+        run = runs / f"extractor-{kind}"
+        _train(cfg, run)
+        out[kind] = run / "model.pt"
+    return out
+
+
+def loss_config(metric: str, lam: float, extractors: dict[str, Path], args) -> dict:
+    if metric in ("mse", "ncc"):
+        return {"similarity": metric, "lambda": lam}
+    if metric == "ncc_sup":
+        return {"similarity": "ncc_sup", "n_classes": N_CLASSES, "lambda": lam}
+    if metric == "vgg":
+        return {"similarity": "vgg", "vgg_weights": str(args.vgg_weights), "lambda": lam}
+    kind = metric.split("_")[1]
+    return {"similarity": "deepsim", "extractor": str(extractors[kind].resolve()), "lambda": lam}
+
+
+def lambda_grid(metric: str, exponents: list[int]) -> list[float]:
+    return [2.0 ** (CENTRE_LOG2[metric] + e) for e in exponents]
+
+
+# --------------------------------------------------------------------------------------------
+# test pairs and evaluation
+
+
+def test_pairs(args) -> list[dict]:
+    """Held-out test pairs: semi-synthetic mni2009a and real fsaverage <-> mni2009a pairs."""
+    from deepsim.benchdata import semi_synthetic_pairs, template_pairs
+
+    pairs = []
+    positions = TEST_SLICES if args.dims == 2 else [None]
+    for position in positions:
+        seed = args.test_seed + (position or 0)
+        kwargs = {"slice_index": position} if args.dims == 2 else {}
+        for p in semi_synthetic_pairs(
+            "mni2009a", args.test_pairs, seed, spatial_dims=args.dims, scheme="tissue", **kwargs
+        ):
+            pairs.append(
+                {
+                    "set": "semi_synthetic",
+                    "id": f"mni2009a-s{position}-{p['index']}",
+                    **_keep(p, "cpu"),
+                    "disp": p["disp"],
+                }
+            )
+        for p in template_pairs(["fsaverage", "mni2009a"], spatial_dims=args.dims, **kwargs):
+            pairs.append(
+                {
+                    "set": "templates",
+                    "id": f"{p['moving_name']}->{p['fixed_name']}-s{position}",
+                    **_keep(p, "cpu"),
+                }
+            )
+    return pairs
+
+
+def evaluate_field(pair: dict, disp: torch.Tensor, region=None, spacing_mm: float = 2.0) -> dict:
+    """Dice per tissue class, mean foreground Dice, folding %, std log|J|, diffusion regulariser
+    and (with a known ``pair["disp"]``) the endpoint error in mm, for one predicted ``disp``
+    ``(1, D, *spatial)`` in voxels. ``region``: optional tuple of slices (spatial axes) to which
+    every measure is restricted."""
+    from deepsim.jacobian import jacobian_det
+    from deepsim.metrics import dice_per_label, folding_percent, std_log_jacobian
+    from deepsim.regularizers import diffusion
+    from deepsim.warp import warp
+
+    warped = warp(pair["moving_labels"].float(), disp, mode="nearest").long()
+    fixed_labels = pair["fixed_labels"][0, 0].numpy()
+    warped_labels = warped[0, 0].numpy()
+    jac = jacobian_det(disp.double())[0, 0].numpy()
+    reg_disp = disp
+    if region is not None:
+        fixed_labels, warped_labels, jac = fixed_labels[region], warped_labels[region], jac[region]
+        reg_disp = disp[(slice(None), slice(None), *region)]
+    dice = dice_per_label(fixed_labels, warped_labels, labels=range(1, N_CLASSES))
+    out = {
+        "dice": {str(k): v for k, v in dice.items()},
+        "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
+        "folding_percent": folding_percent(jac),
+        "std_log_jacobian": std_log_jacobian(jac),
+        "regulariser": float(diffusion(reg_disp)),
+    }
+    if "disp" in pair:
+        err = torch.linalg.vector_norm(disp - pair["disp"], dim=1)[0].numpy() * spacing_mm
+        mask = pair["fixed_labels"][0, 0].numpy() > 0
+        if region is not None:
+            err, mask = err[region], mask[region]
+        out["epe_mm"] = float(err[mask].mean())
+    return out
+
+
+def predict(model, pair: dict) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.registration(pair["moving"], pair["fixed"]).float()
+
+
+def noise_region(shape) -> tuple[slice, ...]:
+    """The central box (half of every axis) where test-time noise is added."""
+    return tuple(slice(n // 4, n - n // 4) for n in shape)
+
+
+def add_noise(image: torch.Tensor, sigma: float, region, generator) -> torch.Tensor:
+    out = image.clone()
+    if sigma > 0:
+        box = (slice(None), slice(None), *region)
+        noise = torch.randn(out[box].shape, generator=generator) * sigma
+        out[box] = (out[box] + noise).clamp(0.0, 1.0)
+    return out
+
+
+def wilcoxon_tests(per_pair: dict[str, dict[str, list]], sets: list[str]) -> list[dict]:
+    """One-sided Wilcoxon signed-rank tests: DeepSim (ae, seg) > each baseline, per test set."""
+    from scipy.stats import wilcoxon
+
+    tests = []
+    ours = [m for m in ("deepsim_seg", "deepsim_ae") if m in per_pair]
+    others = [m for m in per_pair if m not in ("identity",)]
+    for test_set in sets + ["all"]:
+        for a in ours:
+            for b in others:
+                if b == a or (a == "deepsim_ae" and b == "deepsim_seg"):
+                    continue
+                x = np.asarray(per_pair[a][test_set], float)
+                y = np.asarray(per_pair[b][test_set], float)
+                diff = x - y
+                row = {
+                    "set": test_set,
+                    "ours": a,
+                    "baseline": b,
+                    "n": int(diff.size),
+                    "mean_diff": float(diff.mean()),
+                    "wins": int((diff > 0).sum()),
+                }
+                if diff.size and np.any(diff != 0):
+                    res = wilcoxon(x, y, alternative="greater")
+                    row.update(statistic=float(res.statistic), p=float(res.pvalue))
+                else:
+                    row.update(statistic=None, p=None)
+                tests.append(row)
+    return tests
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+
+
+def boxplot(per_pair: dict, sets: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(per_pair)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.2), squeeze=False)
+    for ax, test_set in zip(axes[0], sets):
+        data = [per_pair[m][test_set] for m in methods]
+        ax.boxplot(
+            data,
+            whis=(10, 90),
+            showfliers=True,
+            medianprops={"color": "black"},
+            flierprops={"marker": ".", "markersize": 4},
+        )
+        ax.set_xticks(range(1, len(methods) + 1))
+        ax.set_xticklabels([LABELS[m] for m in methods], rotation=35, ha="right")
+        ax.set_title(f"{test_set} (n={len(data[0])})")
+        ax.set_ylabel("mean foreground Dice")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        title + "\nbox: quartiles and median; whiskers: 10th/90th percentiles; dots: outliers"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def grid_figure(rows: dict, region, path: Path, title: str):
+    """Deformation grids ``x + u(x)`` (every 3rd line, red) inside ``region``; one row per noise
+    level, one column per method; background: the first panel's image, then the clean moving
+    image warped by each method's field (the noise would hide the grid)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max(len(p) for p in rows.values())
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.6 * n_rows), squeeze=False)
+    for ax_row, (row_name, panels) in zip(axes, rows.items()):
+        for ax, (name, image, disp) in zip(ax_row, panels):
+            sub = image[region]
+            u = disp[:, region[0], region[1]]
+            ax.imshow(sub, cmap="gray", vmin=0, vmax=1)
+            rr, cc = np.meshgrid(np.arange(sub.shape[0]), np.arange(sub.shape[1]), indexing="ij")
+            y, x = rr + u[0], cc + u[1]
+            for i in range(0, y.shape[0], 3):
+                ax.plot(x[i, :], y[i, :], color="red", lw=0.7)
+            for j in range(0, y.shape[1], 3):
+                ax.plot(x[:, j], y[:, j], color="red", lw=0.7)
+            ax.set_title(f"{name}\n{row_name}", fontsize=8)
+            ax.set_xlim(-0.5, sub.shape[1] - 0.5)
+            ax.set_ylim(sub.shape[0] - 0.5, -0.5)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dims", type=int, choices=[2, 3], default=2)
+    parser.add_argument("--budget", type=int, default=400, help="optimiser steps per run")
+    parser.add_argument("--extractor-budget", type=int, default=None, help="default: --budget")
+    parser.add_argument(
+        "--lambdas",
+        default="-2,0,2",
+        help="lambda grid as log2 offsets from each metric's centre (comma separated; the "
+        "centres are MSE 2^-4, all others 2^0)",
+    )
+    parser.add_argument(
+        "--max-extend",
+        type=int,
+        default=1,
+        help="when the best lambda is on an edge of the grid, extend the grid past it by one "
+        "step, at most this many times per metric",
+    )
+    parser.add_argument("--metrics", default="mse,ncc,ncc_sup,deepsim_ae,deepsim_seg,vgg")
+    parser.add_argument("--vgg-weights", type=Path, default=ROOT / "vgg16-397923af.pth")
+    parser.add_argument("--channels", default="16,32,64")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--val-pairs", type=int, default=16)
+    parser.add_argument("--test-pairs", type=int, default=4, help="semi-synthetic pairs per slice")
+    parser.add_argument("--noise", default="0,0.1,0.2,0.3,0.4", help="test-time noise sigmas")
+    parser.add_argument("--noise-pairs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--test-seed", type=int, default=2021)
+    parser.add_argument(
+        "--runs", type=Path, default=None, help="default: benchmarks/runs/paper-{2d,3d}"
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("deepsim").setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    args.channels = [int(c) for c in args.channels.split(",")]
+    args.extractor_budget = args.extractor_budget or args.budget
+    tag = f"{args.dims}d"
+    runs = args.runs or ROOT / "benchmarks" / "runs" / f"paper-{tag}"
+    out = args.out or RESULTS / f"paper_comparison_{tag}.json"
+    exponents = [int(e) for e in args.lambdas.split(",")]
+    metrics = [m for m in args.metrics.split(",") if m]
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        parser.error(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+    notes = []
+    if "vgg" in metrics and (args.dims != 2 or not args.vgg_weights.is_file()):
+        metrics.remove("vgg")
+        notes.append(
+            "VGG not run: "
+            + (
+                "2D only"
+                if args.dims != 2
+                else f"no ImageNet VGG16 weights at {args.vgg_weights} (none are available "
+                "offline on this machine; they are never downloaded)"
+            )
+        )
+    _install_source()
+    t_start = time.perf_counter()
+    extractors = train_extractors(args, runs)
+
+    # lambda tuning: every (metric, lambda) run, selected by validation Dice
+    tuning: dict[str, list[dict]] = {}
+    selected: dict[str, dict] = {}
+    step = min(np.diff(sorted(exponents))) if len(exponents) > 1 else 2
+    for metric in metrics:
+        tuning[metric] = []
+        offsets = sorted(exponents)
+        tried: set[int] = set()
+        extended = 0
+        while True:
+            for e in offsets:
+                if e in tried:
+                    continue
+                tried.add(e)
+                lam = 2.0 ** (CENTRE_LOG2[metric] + e)
+                cfg = base_config(args, f"{metric}-lam{lam:g}", "registration")
+                cfg["loss"] = loss_config(metric, lam, extractors, args)
+                run = runs / f"{metric}-lam{lam:g}"
+                best = _train(cfg, run)
+                tuning[metric].append(
+                    {
+                        "lambda": lam,
+                        "log2_offset": e,
+                        "val_dice": best.get("val_dice"),
+                        "val_dice_identity": best.get("val_dice_identity"),
+                        "best_step": best.get("step"),
+                        "train_wall_s": best.get("train_wall_s"),
+                        "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
+                    }
+                )
+            best_row = max(tuning[metric], key=lambda r: r["val_dice"] or -1.0)
+            # the best lambda on an edge of the grid: extend the grid past that edge
+            e_best, lo, hi = best_row["log2_offset"], min(tried), max(tried)
+            if extended >= args.max_extend or e_best not in (lo, hi):
+                break
+            offsets = [e_best + (step if e_best == hi else -step)]
+            extended += 1
+        tuning[metric].sort(key=lambda r: r["lambda"])
+        selected[metric] = best_row
+        log.info(
+            "%s: lambda %g selected (val Dice %.4f)",
+            metric,
+            best_row["lambda"],
+            best_row["val_dice"],
+        )
+
+    # test
+    from deepsim.modelio import load_model
+
+    pairs = test_pairs(args)
+    sets = sorted({p["set"] for p in pairs}, key=["semi_synthetic", "templates"].index)
+    models = {m: load_model(ROOT / selected[m]["run"] / "model.pt") for m in metrics}
+    records = []
+    for pair in pairs:
+        shape = pair["fixed"].shape[2:]
+        fields = {"identity": torch.zeros(1, args.dims, *shape)}
+        fields.update({m: predict(models[m], pair) for m in metrics})
+        for method, disp in fields.items():
+            records.append(
+                {
+                    "set": pair["set"],
+                    "pair": pair["id"],
+                    "method": method,
+                    **evaluate_field(pair, disp),
+                }
+            )
+    methods = ["identity"] + metrics
+    per_pair = {
+        m: {
+            s: [r["mean_dice"] for r in records if r["method"] == m and r["set"] == s]
+            for s in sets + ["all"]
+        }
+        for m in methods
+    }
+    for m in methods:
+        per_pair[m]["all"] = [r["mean_dice"] for r in records if r["method"] == m]
+    summary = {}
+    for m in methods:
+        summary[m] = {}
+        for s in sets + ["all"]:
+            rows = [r for r in records if r["method"] == m and (s == "all" or r["set"] == s)]
+            entry = {
+                "dice": summary_stats([r["mean_dice"] for r in rows]),
+                "folding_percent": float(np.mean([r["folding_percent"] for r in rows])),
+                "std_log_jacobian": float(np.mean([r["std_log_jacobian"] for r in rows])),
+                "regulariser": float(np.mean([r["regulariser"] for r in rows])),
+                "per_label_dice": {
+                    str(k): float(np.nanmean([r["dice"].get(str(k), np.nan) for r in rows]))
+                    for k in range(1, N_CLASSES)
+                },
+            }
+            epe = [r["epe_mm"] for r in rows if "epe_mm" in r]
+            if epe:
+                entry["epe_mm"] = float(np.mean(epe))
+            summary[m][s] = entry
+    tests = wilcoxon_tests({m: per_pair[m] for m in metrics}, sets)
+
+    # noise: models trained clean, noise added inside a central box of both test images
+    sigmas = [float(s) for s in args.noise.split(",")]
+    noisy_pairs = [p for p in pairs if p["set"] == "semi_synthetic"][: args.noise_pairs]
+    noise_rows = []
+    grid_rows: dict[str, list] = {}
+    show = {sigmas[0], sigmas[-1]} if args.dims == 2 else set()
+    for sigma in sigmas:
+        for k, pair in enumerate(noisy_pairs):
+            region = noise_region(pair["fixed"].shape[2:])
+            gen = torch.Generator().manual_seed(args.test_seed * 1000 + k)
+            noisy = dict(pair)
+            noisy["fixed"] = add_noise(pair["fixed"], sigma, region, gen)
+            noisy["moving"] = add_noise(pair["moving"], sigma, region, gen)
+            panels = []
+            if k == 0 and sigma in show:
+                zero = np.zeros((2, *pair["fixed"].shape[2:]))
+                panels.append(("fixed (noisy)", noisy["fixed"][0, 0].numpy(), zero))
+            for m in metrics:
+                disp = predict(models[m], noisy)
+                ev = evaluate_field(noisy, disp, region)
+                noise_rows.append({"sigma": sigma, "pair": pair["id"], "method": m, **ev})
+                if panels:
+                    from deepsim.warp import warp
+
+                    clean_warped = warp(pair["moving"], disp)[0, 0].numpy()
+                    panels.append((LABELS[m], clean_warped, disp[0].numpy()))
+            if panels:
+                grid_rows[f"σ = {sigma:g}"] = panels
+    noise_summary = {
+        m: {
+            str(s): {
+                key: float(
+                    np.nanmean([r[key] for r in noise_rows if r["method"] == m and r["sigma"] == s])
+                )
+                for key in (
+                    "mean_dice",
+                    "std_log_jacobian",
+                    "regulariser",
+                    "folding_percent",
+                    "epe_mm",
+                )
+            }
+            for s in sigmas
+        }
+        for m in metrics
+    }
+
+    figures = {}
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    box = FIGURES / f"paper_{tag}_boxplot.png"
+    boxplot(
+        {m: per_pair[m] for m in methods},
+        sets,
+        box,
+        f"{tag.upper()} test Dice per metric ({args.budget} steps per run)",
+    )
+    figures["boxplot"] = str(box.relative_to(ROOT))
+    if grid_rows:
+        gpath = FIGURES / f"paper_{tag}_noise_grids.png"
+        region = noise_region(noisy_pairs[0]["fixed"].shape[2:])
+        grid_figure(
+            grid_rows,
+            region,
+            gpath,
+            f"deformation grids inside the noisy box, pair {noisy_pairs[0]['id']} "
+            "(background: the clean moving image warped by each field)",
+        )
+        figures["noise_grids"] = str(gpath.relative_to(ROOT))
+
+    result = {
+        "benchmark": "paper_comparison",
+        "dims": args.dims,
+        "settings": {
+            "budget_steps": args.budget,
+            "extractor_budget_steps": args.extractor_budget,
+            "lambda_log2_offsets": exponents,
+            "lambda_grid_max_extend": args.max_extend,
+            "lambda_centres_log2": {m: CENTRE_LOG2[m] for m in metrics},
+            "network_channels": args.channels,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "val_pairs": args.val_pairs,
+            "seed": args.seed,
+            "test_seed": args.test_seed,
+            "train_data": "synthetic pairs seeded by fsaverage "
+            + (f"axial slices {TRAIN_SLICES}" if args.dims == 2 else "volumes (64^3 crops)")
+            + ", tissue labels (GM, WM, CSF)",
+            "validation": "other pairs of the same fsaverage-seeded generator (never mni2009a)",
+            "test_slices": TEST_SLICES if args.dims == 2 else None,
+            "test_pairs_per_slice": args.test_pairs,
+            "noise_sigmas": sigmas,
+            "noise_pairs": len(noisy_pairs),
+            "noise_region": "central box, half of every axis, added to fixed and moving, clamped to [0, 1]",
+        },
+        "notes": notes,
+        "labels": {"1": "grey matter", "2": "white matter", "3": "CSF"},
+        "tuning": tuning,
+        "selected": {m: selected[m]["lambda"] for m in metrics},
+        "summary": summary,
+        "wilcoxon": tests,
+        "noise": noise_summary,
+        "records": records,
+        "figures": figures,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "environment": environment(),
+    }
+    write_json(out, result)
+    log.info("wrote %s", out)
+    for m in methods:
+        s = summary[m]["all"]
+        print(
+            f"{LABELS[m]:>16}: Dice {s['dice']['mean']:.4f} ± {s['dice']['std']:.4f}  "
+            f"folding {s['folding_percent']:.3f} %  std log|J| {s['std_log_jacobian']:.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
