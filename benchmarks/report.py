@@ -78,7 +78,7 @@ def speed_section(res: dict | None) -> list[str]:
         f"{s['repeats']}); *end to end* = read both files, affine pre-alignment, network, field on "
         "the fixed grid, warped image, similarity heatmaps, write all outputs (timed inside the "
         "process, after imports); *+ IO 20* = the same with 20 instance-optimisation steps; *CLI* "
-        "= the whole `deepsim register` command (interpreter start, imports, overview figure); "
+        "= the whole `deepsim register` command (interpreter start, imports, overview figure, and the model's default instance optimisation: 30 steps for brain-3d, none for general-2d); "
         "*peak* = largest `ru_maxrss` of our cases; ANTs/elastix: registration call only, "
         "with (×) = their time / our end-to-end time.",
         "",

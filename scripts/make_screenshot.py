@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     color_logic = slicer.vtkMRMLColorLogic()  # built-in colour tables (Grey, ...)
     color_logic.SetMRMLScene(scene)
     scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
-    data = REPO / "Resources" / "SampleData"
+    data = REPO / "DeepSimRegistration" / "Resources" / "SampleData"
     fixed = load_volume(scene, data / "DeepSimPhantomFixed.nrrd", "fixed")
     moving = load_volume(scene, data / "DeepSimPhantomMoving.nrrd", "moving")
     from DeepSimRegistrationLib import listModels
