@@ -82,7 +82,7 @@ class DeepSimRegistrationParameterNode:
     heatmapVolume: vtkMRMLScalarVolumeNode
     jacobianVolume: vtkMRMLScalarVolumeNode
     affine: bool = True
-    ioSteps: Annotated[int, WithinRange(0, 1000)] = 0
+    ioSteps: Annotated[int, WithinRange(-1, 1000)] = -1  # -1: the model's recommended number
     modelSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
 
 

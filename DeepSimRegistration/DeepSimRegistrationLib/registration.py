@@ -52,8 +52,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")
-QUALITY_PRESETS = {"fast": 0, "balanced": 20, "best": 100}
-"""Instance-optimisation steps per quality preset."""
+QUALITY_PRESETS = {"recommended": -1, "fast": 0, "best": 100}
+"""Instance-optimisation steps per quality preset (-1: the model's recommended number)."""
 HEATMAP_NAMES = ("deepsim_after", "deepsim_before", "ncc_after", "ncc_before")
 
 ProgressFn = Callable[[float, str], None]
@@ -163,7 +163,7 @@ def registerVolumes(
     movingNode,
     model=None,
     device: str = "auto",
-    ioSteps: int = 0,
+    ioSteps: int = -1,
     affine: bool = True,
     modelSpacing: float | None = None,
     outputTransform=None,
@@ -188,7 +188,8 @@ def registerVolumes(
             None for the default shipped 3D model.
         device: ``auto`` | ``cuda`` | ``cpu``. A CUDA out-of-memory error falls back to the CPU; the
             message is in ``outputs.messages``.
-        ioSteps: instance-optimisation steps (0 = network only; see ``QUALITY_PRESETS``).
+        ioSteps: instance-optimisation steps (0 = network only, -1 = the model's recommended
+            number; see ``QUALITY_PRESETS``).
         affine: classical affine pre-alignment first.
         modelSpacing: model grid spacing in mm (None or 0: the model's own).
         outputTransform: transform node to overwrite, or None to create one. It receives the
@@ -220,8 +221,8 @@ def registerVolumes(
         raise ValueError(
             f"registerVolumes(): heatmap must be one of {', '.join(HEATMAP_NAMES)}; got {heatmap!r}"
         )
-    if int(ioSteps) < 0:
-        raise ValueError(f"registerVolumes(): ioSteps must be >= 0, got {ioSteps}")
+    if int(ioSteps) < -1:
+        raise ValueError(f"registerVolumes(): ioSteps must be >= -1, got {ioSteps}")
     scene = scene or fixedNode.GetScene()
     _check_not_under_output(fixedNode, movingNode, outputTransform)
 
@@ -243,7 +244,7 @@ def registerVolumes(
     options = RegistrationOptions(
         device=device,
         affine=bool(affine),
-        io_steps=int(ioSteps),
+        io_steps=None if int(ioSteps) == -1 else int(ioSteps),
         model_spacing=float(modelSpacing) if modelSpacing else None,
         heatmaps=heatmapVolume is not None or createHeatmapVolume,
         warped=False,  # the warped volume is made through the Slicer transform chain below

@@ -131,11 +131,10 @@ def test_ui_is_valid_and_has_every_widget_the_module_uses():
         for p in adv.findall("property")
     )
     quality = next(w for w in root.iter("widget") if w.get("name") == "qualityComboBox")
-    assert [i.find("property/string").text for i in quality.findall("item")] == [
-        "fast",
-        "balanced",
-        "best",
-    ]
+    from DeepSimRegistrationLib.registration import QUALITY_PRESETS
+
+    items = [i.find("property/string").text for i in quality.findall("item")]
+    assert items == list(QUALITY_PRESETS) and items[0] == "recommended"
 
 
 def _cmake_list(text: str, variable: str) -> list[str]:
