@@ -137,3 +137,20 @@ def summary_stats(values) -> dict:
         "q3": float(q[3]),
         "p90": float(q[4]),
     }
+
+
+# display names of the methods in tables and figures
+METHOD_NAMES = {
+    "identity": "no registration",
+    "mse": "MSE",
+    "ncc": "NCC",
+    "ncc_sup": "NCC_sup",
+    "deepsim_ae": "DeepSim_ae",
+    "deepsim_seg": "DeepSim_seg",
+    "vgg": "VGG",
+    "deepsim": "DeepSim (brain-3d)",
+    "deepsim_net": "DeepSim network only",
+    "deepsim_io20": "DeepSim + IO 20",
+    "ants_syn": "ANTs SyN",
+    "elastix": "elastix",
+}

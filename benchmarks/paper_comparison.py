@@ -44,20 +44,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import FIGURES, RESULTS, ROOT, environment, summary_stats, write_json  # noqa: E402
+from common import (  # noqa: E402
+    FIGURES,
+    RESULTS,
+    ROOT,
+    environment,
+    summary_stats,
+    write_json,
+)
+from common import METHOD_NAMES as LABELS  # noqa: E402
 
 log = logging.getLogger("paper_comparison")
 
 METRICS = ["mse", "ncc", "ncc_sup", "deepsim_ae", "deepsim_seg", "vgg"]
-LABELS = {
-    "identity": "no registration",
-    "mse": "MSE",
-    "ncc": "NCC",
-    "ncc_sup": "NCC_sup",
-    "deepsim_ae": "DeepSim_ae",
-    "deepsim_seg": "DeepSim_seg",
-    "vgg": "VGG",
-}
 # centre of each metric's lambda grid (log2); the paper's brain values are MSE 0.08, NCC 1,
 # NCC_sup 2, DeepSim_ae 1, DeepSim_seg 2 (deepsim-paper.md Sec. 3.4)
 CENTRE_LOG2 = {"mse": -4, "ncc": 0, "ncc_sup": 0, "deepsim_ae": 0, "deepsim_seg": 0, "vgg": 0}

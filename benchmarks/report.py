@@ -16,21 +16,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import METHOD_NAMES as NAMES  # noqa: E402
 from common import RESULTS, ROOT, fmt, md_table, read_json  # noqa: E402
 
-NAMES = {
-    "identity": "no registration",
-    "mse": "MSE",
-    "ncc": "NCC",
-    "ncc_sup": "NCC_sup",
-    "deepsim_ae": "DeepSim_ae",
-    "deepsim_seg": "DeepSim_seg",
-    "vgg": "VGG",
-    "deepsim": "DeepSim (brain-3d)",
-    "deepsim_io20": "DeepSim + IO 20",
-    "ants_syn": "ANTs SyN",
-    "elastix": "elastix",
-}
 SETS = {
     "semi_synthetic": "semi-synthetic mni2009a (known deformation)",
     "templates": "real inter-template pairs",
