@@ -78,10 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument(
         "--io-steps",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
         help="instance optimisation: N Adam steps of DeepSim + smoothness on the predicted field "
-        "(default 0: network only)",
+        "(default: the model's recommendation, see 'deepsim models'; 0 = network only)",
     )
     reg.add_argument(
         "--model-spacing",

@@ -31,7 +31,9 @@ def blob_image(grid: Grid, centre_shift=None, scale=60.0) -> Image:
     return Image(val.astype(np.float32), grid)
 
 
-def make_model_file(path, dims: int, channels=(8, 16, 32), spacing=2.0, n_classes=4, seed=0):
+def make_model_file(
+    path, dims: int, channels=(8, 16, 32), spacing=2.0, n_classes=4, seed=0, info=None
+):
     """A small random-init registration model file (near-identity prediction)."""
     from deepsim.modelio import save_model
     from deepsim.networks import NetworkConfig, build_network
@@ -45,6 +47,7 @@ def make_model_file(path, dims: int, channels=(8, 16, 32), spacing=2.0, n_classe
         "networks": {"registration": rc.to_dict(), "extractor": ec.to_dict()},
         "preprocessing": {"spacing": spacing},
         "loss": {"similarity": "deepsim", "lambda": 1.0},
+        "info": info or {},
     }
     save_model(path, {"registration": build_network(rc), "extractor": build_network(ec)}, config)
     return path

@@ -130,6 +130,18 @@ def test_warp_applies_the_written_transform(pair2d, tmp_path, tiny_model_2d):
     )
 
 
+def test_model_default_instance_optimisation(pair2d, tmp_path):
+    """Without --io-steps the model's recommended number runs; --io-steps 0 turns it off."""
+    from conftest import make_model_file
+
+    f, m, *_ = pair2d
+    model = make_model_file(tmp_path / "m.pt", 2, spacing=1.0, info={"default_io_steps": 3})
+    for extra, expected in (([], 3), (["--io-steps", "0"], 0)):
+        out = tmp_path / f"out{expected}"
+        run("register", f, m, "--out", out, "--model", model, "--no-figure", *extra)
+        assert json.loads((out / "summary.json").read_text())["io_steps"] == expected
+
+
 def test_help_is_complete():
     text = run("register", "--help").stdout
     for needle in ("displacement.nii.gz", "resampling convention", "LPS", "--io-steps", "EXAMPLES"):
