@@ -215,6 +215,7 @@ def train(
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        _check_same_run(json.loads(ckpt["config"]), cfg, ckpt_path)
         net.load_state_dict(ckpt["network"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -264,6 +265,19 @@ def train(
     if world > 1:
         torch.distributed.barrier()
     return TrainOutcome(best, net, step)
+
+
+RESUME_KEYS = ("task", "spatial_dims", "network", "data", "loss", "seed")
+"""Config entries a resumed run must share with its checkpoint (the step budget may change)."""
+
+
+def _check_same_run(saved: dict, cfg: dict, path: Path) -> None:
+    differ = [k for k in RESUME_KEYS if saved.get(k) != cfg.get(k)]
+    if differ:
+        raise ValueError(
+            f"{path} belongs to another run (its {', '.join(differ)} differ); "
+            "use another output folder or --no-resume"
+        )
 
 
 def _save_checkpoint(path, cfg, net, opt, sched, step, wall, best, gen):

@@ -76,6 +76,23 @@ def test_resume_continues_where_it_stopped(tmp_path):
         assert torch.allclose(v.float(), twice["network"][k].float(), atol=1e-6), k
 
 
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    cfg = _cfg("autoencoder", steps=10)
+    train(cfg, tmp_path, device="cpu", progress=False)
+    other = {
+        **cfg,
+        "network": {**cfg["network"], "channels": [4, 4]},
+        "optim": {**cfg["optim"], "steps": 20},
+    }
+    with pytest.raises(ValueError, match="belongs to another run"):
+        train(other, tmp_path, device="cpu", progress=False)
+    # a longer budget for the same run resumes
+    outcome = train(
+        {**cfg, "optim": {**cfg["optim"], "steps": 20}}, tmp_path, device="cpu", progress=False
+    )
+    assert outcome.step == 20
+
+
 def test_bad_config_is_refused(tmp_path):
     from deepsim.train import load_config
 
