@@ -95,6 +95,7 @@ def semi_synthetic_pairs(
     slice_axis: int = 0,
     slice_index: int | None = None,
     device: torch.device | str = "cpu",
+    start: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Real anatomy and real labels under known random deformations and intensity changes.
 
@@ -117,6 +118,7 @@ def semi_synthetic_pairs(
         slice_axis: for 2D, 0 axial, 1 coronal, 2 sagittal.
         slice_index: for 2D, index along ``slice_axis`` (default: through the brain centre).
         device: device of the tensors.
+        start: index of the first pair (pairs ``start .. start + n - 1``; random access).
 
     Yields:
         Dicts of :func:`deepsim.synth.synth_pair` (``fixed``, ``moving``, ``fixed_labels``,
@@ -136,7 +138,7 @@ def semi_synthetic_pairs(
     seed_image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
     seed_labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)).to(device)
     shape = tuple(seed_image.shape)
-    for index in range(n):
+    for index in range(start, start + n):
         generator = pair_generator(seed, index, device)
         pair = synth_pair(shape, generator, cfg, seed_labels=seed_labels, seed_image=seed_image)
         pair.update(anatomy=anatomy, index=index, seed=seed, label_names=names)

@@ -225,11 +225,14 @@ def cmd_register(args) -> int:
 def cmd_warp(args) -> int:
     import numpy as np
 
-    from .geometry import Image, read_image, read_vector_image, write_image
+    from .geometry import read_image, read_vector_image, write_image
     from .register import warp_image
 
+    if not args.out.parent.is_dir():
+        raise FileNotFoundError(f"output folder {args.out.parent} does not exist")
     field = read_vector_image(args.transform, "transform")
-    if field.array.shape[-1] != field.grid.spatial_dims:
+    dims = field.grid.spatial_dims
+    if field.array.ndim != dims + 1 or field.array.shape[-1] != dims:
         raise ValueError(
             f"{args.transform} is not a displacement field of {field.grid.spatial_dims}D vectors"
         )
@@ -241,9 +244,7 @@ def cmd_warp(args) -> int:
     out = warp_image(
         image, field.grid, field.array.astype(np.float64), "nearest" if args.nearest else "linear"
     )
-    if args.out.parent and not args.out.parent.exists():
-        raise FileNotFoundError(f"output folder {args.out.parent} does not exist")
-    write_image(Image(out.array, out.grid), args.out)
+    write_image(out, args.out)
     print(f"wrote {args.out}")
     return 0
 

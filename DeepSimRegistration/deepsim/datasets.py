@@ -120,14 +120,13 @@ class _Anatomy:
         self.seed = seed + (0 if split == "test" else 7919)
 
     def pair(self, index: int, device="cpu") -> dict:
-        from itertools import islice
-
         from .benchdata import semi_synthetic_pairs
 
-        gen = semi_synthetic_pairs(
-            self.name, index + 1, self.seed, spatial_dims=self.spatial_dims, scheme=self.scheme
+        item = next(
+            semi_synthetic_pairs(
+                self.name, 1, self.seed, self.spatial_dims, scheme=self.scheme, start=index
+            )
         )
-        item = next(islice(gen, index, None))
         keys = ("fixed", "moving", "fixed_labels", "moving_labels", "disp")
         return {k: item[k].to(device) for k in keys}
 

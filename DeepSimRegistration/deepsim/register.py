@@ -214,9 +214,7 @@ def register(
 
     stages.step(0.25, f"predicting the displacement on {device.type}", "resample")
     try:
-        disp = _predict(model, fixed_m, moving_m, device)
-        if opts.io_steps:
-            disp = _instance_optimise(model, fixed_m, moving_m, disp, device, opts, stages)
+        disp = _network_field(model, fixed_m, moving_m, device, opts, stages)
     except torch.cuda.OutOfMemoryError:
         if device.type != "cuda":
             raise
@@ -224,9 +222,7 @@ def register(
         torch.cuda.empty_cache()
         device = torch.device("cpu")
         model.to(device)
-        disp = _predict(model, fixed_m, moving_m, device)
-        if opts.io_steps:
-            disp = _instance_optimise(model, fixed_m, moving_m, disp, device, opts, stages)
+        disp = _network_field(model, fixed_m, moving_m, device, opts, stages)
     model_disp = disp[0].cpu().numpy()
 
     stages.step(0.7, "mapping the field to the fixed grid", "network")
@@ -280,6 +276,14 @@ def register(
     if progress is not None:
         progress(1.0, "done")
     return result
+
+
+def _network_field(model, fixed_m, moving_m, device, opts, stages: _Stages) -> torch.Tensor:
+    """The network's displacement, refined by instance optimisation when asked for."""
+    disp = _predict(model, fixed_m, moving_m, device)
+    if opts.io_steps:
+        disp = _instance_optimise(model, fixed_m, moving_m, disp, device, opts, stages)
+    return disp
 
 
 def _predict(model: LoadedModel, fixed_m, moving_m, device) -> torch.Tensor:

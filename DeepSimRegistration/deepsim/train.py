@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metrics import mean_foreground_dice
-from .modelio import DEFAULT_PREPROCESSING, load_model, save_model
+from .modelio import DEFAULT_PREPROCESSING, LoadedModel, load_model, save_model
 from .networks import NetworkConfig, build_network
 from .regularizers import diffusion
 from .similarity import DeepSimLoss, NCCSupLoss, VGGFeatures, mse, ncc_loss
@@ -85,8 +85,9 @@ def _resolve(path: str, base: Path) -> Path:
 
 def similarity_loss(
     cfg: dict, spatial_dims: int, base: Path, device
-) -> tuple[Callable, nn.Module | None]:
-    """``(loss_fn(warped, fixed, disp, batch), extractor)`` for the config's ``loss.similarity``."""
+) -> tuple[Callable, LoadedModel | None]:
+    """``(loss_fn(warped, fixed, disp, batch), extractor model file)`` for ``loss.similarity``;
+    the extractor is returned for DeepSim, so a registration model file can carry it."""
     name = cfg.get("similarity", "deepsim")
     if name == "mse":
         return (lambda w, f, d, b: mse(w, f)), None
@@ -96,8 +97,11 @@ def similarity_loss(
         sup = NCCSupLoss(int(cfg["n_classes"]), cfg.get("window", 9))
         return (lambda w, f, d, b: sup(w, f, d, b["moving_labels"], b["fixed_labels"])), None
     if name == "deepsim":
-        extractor = load_model(_resolve(cfg["extractor"], base), device).networks["extractor"]
-        loss = DeepSimLoss(extractor, cfg.get("levels"), cfg.get("level_weights")).to(device)
+        extractor = load_model(_resolve(cfg["extractor"], base), device)
+        loss = DeepSimLoss(
+            extractor.networks["extractor"], cfg.get("levels"), cfg.get("level_weights")
+        )
+        loss.to(device)
         return (lambda w, f, d, b: loss(w, f)), extractor
     if name == "vgg":
         if spatial_dims != 2:
@@ -256,7 +260,7 @@ def train(
                 log.info("step %d %s", step, metrics)
                 if metrics["score"] > best["score"]:
                     best = metrics
-                    _save_model_file(out / "model.pt", cfg, net_cfg, net, task, metrics, base)
+                    _save_model_file(out / "model.pt", cfg, net_cfg, net, task, metrics)
         if rank == 0 and (step % optim_cfg["checkpoint_every"] == 0 or last):
             _save_checkpoint(
                 ckpt_path, cfg, net, opt, sched, step, time.perf_counter() - t_start, best, gen
@@ -298,16 +302,13 @@ def _save_checkpoint(path, cfg, net, opt, sched, step, wall, best, gen):
     os.replace(tmp, path)
 
 
-def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict, base: Path):
+def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict):
     role = "registration" if cfg["task"] == "registration" else "extractor"
     networks = {role: net}
     net_cfgs = {role: net_cfg.to_dict()}
     if task.extractor is not None:
-        networks["extractor"] = task.extractor
-        ext_cfg = load_model(_resolve(cfg["loss"]["extractor"], base)).config["networks"][
-            "extractor"
-        ]
-        net_cfgs["extractor"] = ext_cfg
+        networks["extractor"] = task.extractor.networks["extractor"]
+        net_cfgs["extractor"] = task.extractor.config["networks"]["extractor"]
     config = {
         "name": cfg.get("name", path.parent.name),
         "spatial_dims": cfg["spatial_dims"],
