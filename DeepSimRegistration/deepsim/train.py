@@ -1,6 +1,6 @@
 """Training of feature extractors and registration networks from JSON configs.
 
-One loop for the three tasks: ``segmentation`` (DeepSim_seg extractor, cross-entropy),
+One loop for the three tasks: ``segmentation`` (DeepSim_seg extractor, cross-entropy + soft Dice),
 ``autoencoder`` (DeepSim_ae extractor, MSE reconstruction) and ``registration`` (similarity +
 lambda * diffusion). Adam, plateau learning-rate decay on the validation score, model selection on
 validation Dice (registration) or loss (extractors), checkpoints that carry their config, resume
@@ -32,7 +32,14 @@ from .regularizers import diffusion
 from .similarity import DeepSimLoss, NCCSupLoss, VGGFeatures, mse, ncc_loss
 from .warp import warp
 
-__all__ = ["train", "train_from_config", "load_config", "similarity_loss", "TrainOutcome"]
+__all__ = [
+    "train",
+    "train_from_config",
+    "load_config",
+    "similarity_loss",
+    "dice_ce_loss",
+    "TrainOutcome",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +120,22 @@ def similarity_loss(
     )
 
 
+def dice_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus soft Dice over the foreground classes present in the batch (the
+    nnU-Net/MONAI ``DiceCE`` recipe): cross-entropy alone lets a net with mostly background voxels
+    settle on predicting background. ``logits (B, K, *spatial)``, integer ``labels (B, *spatial)``."""
+    ce = F.cross_entropy(logits, labels)
+    prob = logits.softmax(1)
+    onehot = F.one_hot(labels, logits.shape[1]).movedim(-1, 1).to(prob.dtype)
+    dims = (0, *range(2, logits.ndim))
+    inter, size = (prob * onehot).sum(dims), (prob + onehot).sum(dims)
+    present = onehot.sum(dims)[1:] > 0
+    if not present.any():
+        return ce
+    dice = (2 * inter[1:] + 1e-5) / (size[1:] + 1e-5)
+    return ce + 1.0 - dice[present].mean()
+
+
 def _batch(source, n: int, generator, device) -> dict:
     items = [source.sample(generator, device) for _ in range(n)]
     return {
@@ -139,7 +162,7 @@ class _Task:
         if self.kind == "segmentation":
             x = torch.cat([b["fixed"], b["moving"]])
             y = torch.cat([b["fixed_labels"], b["moving_labels"]])[:, 0]
-            return F.cross_entropy(model(x).float(), y)
+            return dice_ce_loss(model(x).float(), y)
         if self.kind == "autoencoder":
             x = torch.cat([b["fixed"], b["moving"]])
             return F.mse_loss(model(x).float(), x)

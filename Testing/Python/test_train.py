@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deepsim.modelio import load_model
-from deepsim.train import train
+from deepsim.train import dice_ce_loss, train
 
 DATA = {"kind": "synthetic", "shape": [32, 32], "synth": {"n_labels": 4, "max_disp": 3.0}}
 
@@ -39,6 +39,17 @@ def _cfg(task, steps=30, **extra):
 
 def _log(out):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_dice_ce_loss_rewards_the_rare_class():
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, 2:4, 2:4] = 1  # 4 of 64 pixels
+    right = torch.nn.functional.one_hot(labels, 2).movedim(-1, 1).float() * 8 - 4
+    background = torch.stack([torch.full((1, 8, 8), 4.0), torch.full((1, 8, 8), -4.0)], 1)
+    assert float(dice_ce_loss(right, labels)) < 0.01
+    # all background: cross-entropy alone is about 0.5, the Dice term adds about 1
+    assert torch.nn.functional.cross_entropy(background, labels) < 0.6
+    assert float(dice_ce_loss(background, labels)) > 1.0
 
 
 def test_autoencoder_training_lowers_its_loss(tmp_path):
@@ -113,7 +124,7 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
     script.write_text(
         textwrap.dedent(f"""
         import hashlib, json, os, torch
-        from deepsim.train import train
+        from deepsim.train import dice_ce_loss, train
         cfg = json.load(open({str(tmp_path / "cfg.json")!r}))
         outcome = train(cfg, {str(tmp_path / "out")!r}, device="cpu", progress=False)
         rank = int(os.environ["RANK"])
