@@ -17,6 +17,13 @@ intensity changes); validation: other pairs of the same generator (fsaverage onl
 (``--dims 3``): the same on the 96 x 112 x 96 volumes (64^3 training crops); far too slow for a
 2-core CPU at a useful budget, but it is the same code.
 
+``--optimiser io`` compares the metrics where a network cannot be trained in the budget (3D on a
+CPU): each (metric, lambda) registers every pair by instance optimisation instead, ``--budget``
+Adam steps on the displacement from the identity (the optimiser of ``deepsim register
+--io-steps``), lambda again tuned on validation pairs. NCC_sup is left out there: it would see the
+labels of the pair it registers. ``--extractors seg=PATH,ae=PATH`` reuses trained extractors
+(for example the shipped ``brain-3d`` model's) instead of training them.
+
 Also: test-time Gaussian noise of increasing strength inside a box (models trained clean), with
 Dice, std log|J|, folding and the diffusion regulariser inside the box, and a figure of the
 deformation grids there.
@@ -28,6 +35,9 @@ checkpoint reached the budget is not trained again, so an interrupted comparison
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/paper_comparison.py --budget 400
+    python benchmarks/paper_comparison.py --dims 3 --optimiser io --budget 60 --threads 2 \
+        --extractors seg=DeepSimRegistration/Resources/Models/brain-3d.pt,ae=runs/brain-3d-ae/ae-extractor/model.pt \
+        --deepsim-levels 0
 """
 
 from __future__ import annotations
@@ -218,7 +228,10 @@ def loss_config(metric: str, lam: float, extractors: dict[str, Path], args) -> d
     if metric == "vgg":
         return {"similarity": "vgg", "vgg_weights": str(args.vgg_weights), "lambda": lam}
     kind = metric.split("_")[1]
-    return {"similarity": "deepsim", "extractor": str(extractors[kind].resolve()), "lambda": lam}
+    cfg = {"similarity": "deepsim", "extractor": str(extractors[kind].resolve()), "lambda": lam}
+    if args.deepsim_levels is not None:
+        cfg["levels"] = args.deepsim_levels
+    return cfg
 
 
 def lambda_grid(metric: str, exponents: list[int]) -> list[float]:
@@ -298,6 +311,45 @@ def evaluate_field(pair: dict, disp: torch.Tensor, region=None, spacing_mm: floa
 def predict(model, pair: dict) -> torch.Tensor:
     with torch.inference_mode():
         return model.registration(pair["moving"], pair["fixed"]).float()
+
+
+class InstanceOptimiser:
+    """Registers one pair by ``steps`` Adam steps of ``similarity + lambda * diffusion`` on the
+    displacement, from the identity: the ``--optimiser io`` stand-in for a trained network."""
+
+    def __init__(self, loss_cfg: dict, dims: int, steps: int, lr: float):
+        from deepsim.train import similarity_loss
+
+        self.sim, _ = similarity_loss(loss_cfg, dims, ROOT, "cpu")
+        self.lam, self.steps, self.lr = float(loss_cfg["lambda"]), steps, lr
+
+    def __call__(self, pair: dict) -> torch.Tensor:
+        from deepsim.regularizers import diffusion
+        from deepsim.warp import warp
+
+        u = torch.zeros(1, pair["moving"].ndim - 2, *pair["moving"].shape[2:], requires_grad=True)
+        opt = torch.optim.Adam([u], lr=self.lr)
+        for _ in range(self.steps):
+            opt.zero_grad(set_to_none=True)
+            loss = self.sim(warp(pair["moving"], u), pair["fixed"], u, pair) + self.lam * diffusion(
+                u
+            )
+            loss.backward()
+            opt.step()
+        return u.detach()
+
+
+def tune_io(optimiser: InstanceOptimiser, val_pairs: list[dict]) -> dict:
+    """Validation Dice of instance optimisation, in the shape of :func:`_train`'s metrics."""
+    t0 = time.perf_counter()
+    dice = [evaluate_field(p, optimiser(p))["mean_dice"] for p in val_pairs]
+    identity = [evaluate_field(p, torch.zeros_like(p["disp"]))["mean_dice"] for p in val_pairs]
+    return {
+        "val_dice": float(np.mean(dice)),
+        "val_dice_identity": float(np.mean(identity)),
+        "step": optimiser.steps,
+        "train_wall_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def noise_region(shape) -> tuple[slice, ...]:
@@ -450,13 +502,30 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--optimiser",
+        choices=["network", "io"],
+        default="network",
+        help="train a registration network per run (the paper) or register each pair by "
+        "instance optimisation (--budget steps per pair)",
+    )
+    parser.add_argument("--io-lr", type=float, default=0.1, help="Adam step of --optimiser io")
+    parser.add_argument(
+        "--extractors", default=None, help="seg=PATH,ae=PATH: trained extractors to reuse"
+    )
+    parser.add_argument(
+        "--deepsim-levels", default=None, help="DeepSim feature levels, e.g. 0 (default: all)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("deepsim").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     args.channels = [int(c) for c in args.channels.split(",")]
     args.extractor_budget = args.extractor_budget or args.budget
-    tag = f"{args.dims}d"
+    if args.deepsim_levels is not None:
+        args.deepsim_levels = [int(v) for v in args.deepsim_levels.split(",")]
+    io = args.optimiser == "io"
+    tag = f"{args.dims}d" + ("_io" if io else "")
     runs = args.runs or ROOT / "benchmarks" / "runs" / f"paper-{tag}"
     out = args.out or RESULTS / f"paper_comparison_{tag}.json"
     exponents = [int(e) for e in args.lambdas.split(",")]
@@ -476,9 +545,26 @@ def main(argv=None) -> int:
                 "offline on this machine; they are never downloaded)"
             )
         )
+    if io and "ncc_sup" in metrics:
+        metrics.remove("ncc_sup")
+        notes.append(
+            "NCC_sup not run: with instance optimisation it would use the labels of the pair it "
+            "registers (test labels), which no other method sees"
+        )
     _install_source()
     t_start = time.perf_counter()
-    extractors = train_extractors(args, runs)
+    if args.extractors:
+        extractors = {
+            k: Path(v) for k, v in (item.split("=", 1) for item in args.extractors.split(","))
+        }
+    else:
+        extractors = train_extractors(args, runs)
+    val_pairs = []
+    if io:
+        from deepsim.datasets import make_source
+
+        source = make_source(data_config(args.dims), "val", args.seed)
+        val_pairs = [source.pair(i) for i in range(args.val_pairs)]
 
     # lambda tuning: every (metric, lambda) run, selected by validation Dice
     tuning: dict[str, list[dict]] = {}
@@ -498,7 +584,11 @@ def main(argv=None) -> int:
                 cfg = base_config(args, f"{metric}-lam{lam:g}", "registration")
                 cfg["loss"] = loss_config(metric, lam, extractors, args)
                 run = runs / f"{metric}-lam{lam:g}"
-                best = _train(cfg, run)
+                if io:
+                    optimiser = InstanceOptimiser(cfg["loss"], args.dims, args.budget, args.io_lr)
+                    best = tune_io(optimiser, val_pairs)
+                else:
+                    best = _train(cfg, run)
                 tuning[metric].append(
                     {
                         "lambda": lam,
@@ -507,7 +597,11 @@ def main(argv=None) -> int:
                         "val_dice_identity": best.get("val_dice_identity"),
                         "best_step": best.get("step"),
                         "train_wall_s": best.get("train_wall_s"),
-                        "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
+                        "run": None
+                        if io
+                        else str(run.relative_to(ROOT))
+                        if run.is_relative_to(ROOT)
+                        else str(run),
                     }
                 )
             best_row = max(tuning[metric], key=lambda r: r["val_dice"] or -1.0)
@@ -531,12 +625,24 @@ def main(argv=None) -> int:
 
     pairs = test_pairs(args)
     sets = sorted({p["set"] for p in pairs}, key=["semi_synthetic", "templates"].index)
-    models = {m: load_model(ROOT / selected[m]["run"] / "model.pt") for m in metrics}
+    if io:
+        register_with = {
+            m: InstanceOptimiser(
+                loss_config(m, selected[m]["lambda"], extractors, args),
+                args.dims,
+                args.budget,
+                args.io_lr,
+            )
+            for m in metrics
+        }
+    else:
+        models = {m: load_model(ROOT / selected[m]["run"] / "model.pt") for m in metrics}
+        register_with = {m: (lambda pair, model=models[m]: predict(model, pair)) for m in metrics}
     records = []
     for pair in pairs:
         shape = pair["fixed"].shape[2:]
         fields = {"identity": torch.zeros(1, args.dims, *shape)}
-        fields.update({m: predict(models[m], pair) for m in metrics})
+        fields.update({m: register_with[m](pair) for m in metrics})
         for method, disp in fields.items():
             records.append(
                 {
@@ -595,7 +701,7 @@ def main(argv=None) -> int:
                 zero = np.zeros((2, *pair["fixed"].shape[2:]))
                 panels.append(("fixed (noisy)", noisy["fixed"][0, 0].numpy(), zero))
             for m in metrics:
-                disp = predict(models[m], noisy)
+                disp = register_with[m](noisy)
                 ev = evaluate_field(noisy, disp, region)
                 noise_rows.append({"sigma": sigma, "pair": pair["id"], "method": m, **ev})
                 if panels:
@@ -631,7 +737,13 @@ def main(argv=None) -> int:
         {m: per_pair[m] for m in methods},
         sets,
         box,
-        f"{tag.upper()} test Dice per metric ({args.budget} steps per run)",
+        f"{args.dims}D test Dice per metric ("
+        + (
+            f"{args.budget} instance-optimisation steps per pair"
+            if io
+            else f"{args.budget} steps per run"
+        )
+        + ")",
     )
     figures["boxplot"] = str(box.relative_to(ROOT))
     if grid_rows:
@@ -650,6 +762,13 @@ def main(argv=None) -> int:
         "benchmark": "paper_comparison",
         "dims": args.dims,
         "settings": {
+            "optimiser": "instance optimisation per pair (Adam on the displacement, from the "
+            f"identity, lr {args.io_lr})"
+            if io
+            else "one registration network trained per (metric, lambda)",
+            "io_lr": args.io_lr if io else None,
+            "deepsim_levels": args.deepsim_levels,
+            "extractors": {k: str(v) for k, v in extractors.items()},
             "budget_steps": args.budget,
             "extractor_budget_steps": args.extractor_budget,
             "lambda_log2_offsets": exponents,
