@@ -26,14 +26,15 @@ def _table(rows: list[dict], keys: list[str]) -> str:
     return head + "".join("| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |\n" for r in rows)
 
 
-def _extractor_line(cfg: dict, configs: Path) -> str:
-    """Steps and wall time of the extractor, from its own model file when it is still there."""
+def _extractor_line(cfg: dict, configs: Path, steps) -> str:
+    """Selected step and wall time of the extractor, from its own model file when it is there."""
     path = configs / cfg["loss"]["extractor"]
     if not path.is_file():
         return "- extractor: trained by the first command above"
     metrics = load_model(path).config.get("metrics", {})
     return (
-        f"- extractor: {metrics.get('step', '?')} steps, wall time {metrics.get('wall_s', '?')} s"
+        f"- extractor: {steps} steps, best validation at step {metrics.get('step', '?')} (the "
+        f"one shipped), reached after {metrics.get('wall_s', '?')} s"
     )
 
 
@@ -69,6 +70,7 @@ def main() -> None:
         f"- registration U-Net: {json.dumps(cfg['networks']['registration'])}",
         f"- DeepSim feature extractor ({extractor_cfg['task']}): {json.dumps(cfg['networks']['extractor'])}",
         f"- similarity: {cfg['loss'].get('similarity')} with lambda = {cfg['loss'].get('lambda')} (diffusion regulariser)",
+        f"- lambda and feature levels: {info.get('lambda_selection', 'not recorded')}",
         f"- preprocessing: {json.dumps(cfg['preprocessing'])}",
         "",
         "## Training data",
@@ -81,7 +83,7 @@ def main() -> None:
         f"```\n{card.get('command', '')}\n```",
         "",
         "## Training runs",
-        _extractor_line(cfg, heldout_cfg.parent),
+        _extractor_line(cfg, heldout_cfg.parent, extractor_cfg["optim"]["steps"]),
         f"- steps: {log[-1]['step'] if log else '?'} (registration); wall time {log[-1]['wall_s'] if log else '?'} s "
         f"on {info.get('hardware', '?')}, torch {info.get('torch', '?')} (the 2 cores were shared "
         "with other training runs, so alone it is faster)",
@@ -94,7 +96,8 @@ def main() -> None:
         f"`deepsim evaluate configs/{heldout_cfg.name} --model {args.name} --pairs {args.pairs}` "
         f"({report['pairs']} pairs, {platform.machine()}): semi-synthetic pairs of an anatomy held "
         "out of all training, under known random deformations and intensity changes, through the "
-        "full `deepsim register` path (affine, model grid, network).",
+        "full `deepsim register` path (affine, model grid, network, then the model's default "
+        "instance optimisation).",
         "",
         _table(
             rows,
