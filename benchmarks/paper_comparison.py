@@ -35,7 +35,7 @@ checkpoint reached the budget is not trained again, so an interrupted comparison
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/paper_comparison.py --budget 400
-    python benchmarks/paper_comparison.py --dims 3 --optimiser io --budget 60 --threads 2 \
+    python benchmarks/paper_comparison.py --dims 3 --optimiser io --budget 60 --val-real-image-prob 1 \
         --extractors seg=DeepSimRegistration/Resources/Models/brain-3d.pt,ae=runs/brain-3d-ae/ae-extractor/model.pt \
         --deepsim-levels 0
 """
@@ -511,6 +511,14 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--io-lr", type=float, default=0.1, help="Adam step of --optimiser io")
     parser.add_argument(
+        "--val-real-image-prob",
+        type=float,
+        default=None,
+        help="--optimiser io: share of validation pairs with fsaverage's own image rather than "
+        "random intensities (default: as the training data); 1 keeps validation in the T1 domain "
+        "of the test pairs and of extractors trained on real images only",
+    )
+    parser.add_argument(
         "--extractors", default=None, help="seg=PATH,ae=PATH: trained extractors to reuse"
     )
     parser.add_argument(
@@ -563,7 +571,10 @@ def main(argv=None) -> int:
     if io:
         from deepsim.datasets import make_source
 
-        source = make_source(data_config(args.dims), "val", args.seed)
+        val_data = data_config(args.dims)
+        if args.val_real_image_prob is not None:
+            val_data["synth"]["real_image_prob"] = args.val_real_image_prob
+        source = make_source(val_data, "val", args.seed)
         val_pairs = [source.pair(i) for i in range(args.val_pairs)]
 
     # lambda tuning: every (metric, lambda) run, selected by validation Dice
@@ -783,7 +794,12 @@ def main(argv=None) -> int:
             "train_data": "synthetic pairs seeded by fsaverage "
             + (f"axial slices {TRAIN_SLICES}" if args.dims == 2 else "volumes (64^3 crops)")
             + ", tissue labels (GM, WM, CSF)",
-            "validation": "other pairs of the same fsaverage-seeded generator (never mni2009a)",
+            "validation": "other pairs of the same fsaverage-seeded generator (never mni2009a)"
+            + (
+                f", fsaverage's own image in {args.val_real_image_prob:.0%} of them"
+                if io and args.val_real_image_prob is not None
+                else ""
+            ),
             "test_slices": TEST_SLICES if args.dims == 2 else None,
             "test_pairs_per_slice": args.test_pairs,
             "noise_sigmas": sigmas,
