@@ -324,19 +324,18 @@ class InstanceOptimiser:
         self.lam, self.steps, self.lr = float(loss_cfg["lambda"]), steps, lr
 
     def __call__(self, pair: dict) -> torch.Tensor:
-        from deepsim.regularizers import diffusion
-        from deepsim.warp import warp
+        from deepsim.register import optimise_displacement
 
-        u = torch.zeros(1, pair["moving"].ndim - 2, *pair["moving"].shape[2:], requires_grad=True)
-        opt = torch.optim.Adam([u], lr=self.lr)
-        for _ in range(self.steps):
-            opt.zero_grad(set_to_none=True)
-            loss = self.sim(warp(pair["moving"], u), pair["fixed"], u, pair) + self.lam * diffusion(
-                u
-            )
-            loss.backward()
-            opt.step()
-        return u.detach()
+        moving, fixed = pair["moving"], pair["fixed"]
+        return optimise_displacement(
+            lambda warped, f: self.sim(warped, f, None, pair),
+            moving,
+            fixed,
+            torch.zeros(1, moving.ndim - 2, *moving.shape[2:]),
+            self.lam,
+            self.steps,
+            self.lr,
+        )
 
 
 def tune_io(optimiser: InstanceOptimiser, val_pairs: list[dict]) -> dict:

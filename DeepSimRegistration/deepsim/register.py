@@ -26,7 +26,14 @@ from .regularizers import diffusion
 from .similarity import DeepSimLoss, deepsim_map, local_ncc_map
 from .warp import warp
 
-__all__ = ["Cancelled", "RegistrationOptions", "RegistrationResult", "register", "select_device"]
+__all__ = [
+    "Cancelled",
+    "RegistrationOptions",
+    "RegistrationResult",
+    "optimise_displacement",
+    "register",
+    "select_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -308,21 +315,45 @@ def _instance_optimise(
         extractor.to(device), loss_cfg.get("levels"), loss_cfg.get("level_weights")
     ).to(device)
     f, m = _to_tensor(fixed_m, device), _to_tensor(moving_m, device)
-    u = disp.detach().clone().to(device).requires_grad_(True)
-    opt = torch.optim.Adam([u], lr=opts.io_lr)
-    for step in range(opts.io_steps):
-        opt.zero_grad(set_to_none=True)
-        loss = sim(warp(m, u), f) + lam * diffusion(u)
-        loss.backward()
-        opt.step()
+
+    def after_step(step: int) -> None:
         stages.check()
         if stages.progress is not None:
             stages.progress(
                 0.25 + 0.45 * (step + 1) / opts.io_steps,
                 f"instance optimisation {step + 1}/{opts.io_steps}",
             )
+
+    u = optimise_displacement(
+        sim, m, f, disp.to(device), lam, opts.io_steps, opts.io_lr, after_step
+    )
     for p in extractor.parameters():
         p.requires_grad_(False)
+    return u
+
+
+def optimise_displacement(
+    similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    moving: torch.Tensor,
+    fixed: torch.Tensor,
+    init: torch.Tensor,
+    lam: float,
+    steps: int,
+    lr: float,
+    after_step: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """``steps`` Adam steps on a displacement ``(B, D, *spatial)`` (voxels) from ``init``,
+    minimising ``similarity(warp(moving, u), fixed) + lam * diffusion(u)``; ``after_step(step)``
+    runs after each step (progress, cancellation)."""
+    u = init.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([u], lr=lr)
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = similarity(warp(moving, u), fixed) + lam * diffusion(u)
+        loss.backward()
+        opt.step()
+        if after_step is not None:
+            after_step(step)
     return u.detach()
 
 
