@@ -146,10 +146,18 @@ def _smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _update(p: torch.Tensor, lv: LevelSettings, settings: EngineSettings) -> torch.Tensor:
+    """The update on its parameter grid: smoothed, integrated when diffeomorphic."""
     delta = _smooth(p, lv.smooth) if lv.smooth > 0 else p
     if settings.diffeomorphic:
         delta = integrate_velocity(delta, settings.integration_steps)
     return delta
+
+
+def _field(delta: torch.Tensor, lshape, lbase: torch.Tensor | None) -> torch.Tensor:
+    """``phi_base o phi_delta`` on the level grid, ``delta`` upsampled from its parameter grid."""
+    if tuple(delta.shape[2:]) != tuple(lshape):
+        delta = resize_displacement(delta, tuple(lshape))
+    return compose(lbase, delta) if lbase is not None else delta
 
 
 def optimise(
@@ -205,13 +213,14 @@ def optimise(
         level = level_for(lv.shrink)
         lshape = level.shape
         lbase = resize_displacement(base, lshape) if base is not None else None
-        p = fixed.new_zeros((1, dims, *lshape), requires_grad=True)
+        pshape = _level_shape(lshape, lv.grid) if lv.grid > 1 else lshape
+        p = fixed.new_zeros((1, dims, *pshape), requires_grad=True)
         opt = torch.optim.Adam([p], lr=lv.lr)
         history: list[float] = []
         for _ in range(lv.steps):
             opt.zero_grad(set_to_none=True)
             delta = _update(p, lv, settings)
-            u = compose(lbase, delta) if lbase is not None else delta
+            u = _field(delta, lshape, lbase)
             loss = level.similarity(u) + settings.regularization * diffusion(delta)
             loss.backward()
             opt.step()
@@ -227,8 +236,7 @@ def optimise(
         steps_run.append(len(history))
         done += lv.steps - len(history)
         with torch.no_grad():
-            delta = _update(p.detach(), lv, settings)
-            u = compose(lbase, delta) if lbase is not None else delta
+            u = _field(_update(p.detach(), lv, settings), lshape, lbase)
             base = resize_displacement(u, shape) if lshape != shape else u
     disp = base if base is not None else zero
     loss = judge_loss(disp)

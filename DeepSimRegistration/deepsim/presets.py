@@ -29,12 +29,15 @@ SIMILARITIES = ("ncc", "mind", "deepsim")
 @dataclass(frozen=True)
 class LevelSettings:
     """One pyramid level: ``shrink`` (1 = the model grid), Adam ``steps`` and ``lr`` (voxels of
-    this level per step), ``smooth``: Gaussian sigma (voxels of this level) of the update."""
+    the parameter grid per step), ``smooth``: Gaussian sigma (parameter-grid voxels) of the update,
+    ``grid``: the update's parameter grid is ``grid`` times coarser than the level's images
+    (upsampled linearly; ConvexAdam's half-resolution Adam grid), 1 = the level itself."""
 
     shrink: int
     steps: int
     lr: float
     smooth: float = 2.0
+    grid: int = 1
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,10 @@ class EngineSettings:
                 raise ValueError(f"unknown similarity {name!r}; choose from {SIMILARITIES}")
             if weight < 0:
                 raise ValueError(f"similarity weight of {name!r} must be >= 0, got {weight}")
-        if not self.levels or any(lv.shrink < 1 or lv.steps < 0 for lv in self.levels):
-            raise ValueError("engine levels need shrink >= 1 and steps >= 0")
+        if not self.levels or any(
+            lv.shrink < 1 or lv.steps < 0 or lv.grid < 1 for lv in self.levels
+        ):
+            raise ValueError("engine levels need shrink >= 1, grid >= 1 and steps >= 0")
 
     @property
     def total_steps(self) -> int:

@@ -42,8 +42,9 @@ def _known_field(points: np.ndarray, centre: np.ndarray, amplitude: float) -> np
 @pytest.mark.parametrize("dims", [2, 3])
 def test_training_free_recovers_a_known_displacement_on_an_oblique_grid(dims):
     """fixed(x) = moving(x + d(x)) with d a smooth 3 mm bump, on an oblique anisotropic grid with
-    a non-zero origin: the training-free engine (no network) recovers d to a mean endpoint error
-    under 0.35 mm (3D: 0.45 mm) inside the central region, under a third of the initial error."""
+    a non-zero origin: the training-free engine (no network; local NCC with its own weight 10,
+    the recommended preset) recovers d to a mean endpoint error under 0.3 mm inside the central
+    region (measured 0.10 mm in 2D, 0.14 mm in 3D; initial 1.5 and 1.9 mm)."""
     shape = (64, 72) if dims == 2 else (36, 40, 30)
     grid = oblique_grid(shape)
     pts = grid.world_points()
@@ -52,15 +53,19 @@ def test_training_free_recovers_a_known_displacement_on_an_oblique_grid(dims):
     fixed = Image(_texture(pts + d), grid)
     moving = Image(_texture(pts), grid)
     opts = RegistrationOptions(
-        device="cpu", affine=False, heatmaps=False, warped=False, model_spacing=1.5
+        device="cpu",
+        affine=False,
+        heatmaps=False,
+        warped=False,
+        model_spacing=1.5,
+        similarity="10*ncc",
     )
     res = register(fixed, moving, None, opts)
     inner = tuple(slice(n // 4, -(n // 4)) for n in shape)
     epe = np.linalg.norm(res.displacement - d, axis=-1)[inner].mean()
     initial = np.linalg.norm(d, axis=-1)[inner].mean()
     assert initial > 1.0
-    bound = 0.35 if dims == 2 else 0.45
-    assert epe < bound and epe < initial / 3, (epe, initial)
+    assert epe < 0.3, (epe, initial)
     assert res.summary["engine_kept"] == "engine" and res.summary["model"] is None
 
 
@@ -95,7 +100,7 @@ def test_mask_excludes_what_it_should_and_nothing_else():
     blob[..., 3:11, 3:11] = 3.0
     mask = torch.ones_like(fixed)
     mask[..., :30, :30] = 0
-    levels = (LevelSettings(2, 30, 0.4), LevelSettings(1, 20, 0.3))
+    levels = (LevelSettings(2, 20, 0.4), LevelSettings(1, 15, 0.3))
     settings = EngineSettings(levels=levels, similarity=(("ncc", 1.0),), patience=1000)
     masked = [optimise(fixed, m, settings, fixed_mask=mask).disp for m in (moving, moving + blob)]
     free = [optimise(fixed, m, settings).disp for m in (moving, moving + blob)]
