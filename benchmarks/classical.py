@@ -58,22 +58,6 @@ PAD = 12  # voxels of padding of the coordinate images beyond the moving grid
 
 
 # --------------------------------------------------------------------------------------------
-# model
-
-
-def find_model(dims: int = 3) -> tuple[Path | None, str]:
-    """The shipped model, else the training run's model file; (None, why) when neither exists."""
-    name = "brain-3d" if dims == 3 else "general-2d"
-    for path in (
-        ROOT / "DeepSimRegistration" / "Resources" / "Models" / f"{name}.pt",
-        ROOT / "runs" / name / "registration" / "model.pt",
-    ):
-        if path.is_file():
-            return path, str(path.relative_to(ROOT))
-    return None, f"no {name} model (neither shipped nor in runs/{name}/registration)"
-
-
-# --------------------------------------------------------------------------------------------
 # conversions
 
 
@@ -168,7 +152,8 @@ DEEPSIM_IO = {"deepsim": None, "deepsim_net": 0, "deepsim_io20": 20}
 
 
 def run_deepsim(model, fixed, moving, io_steps: int):
-    from deepsim.register import RegistrationOptions, register
+    from deepsim.api import RegistrationOptions
+    from deepsim.register import register
 
     opts = RegistrationOptions(device="cpu", io_steps=io_steps, heatmaps=False, warped=True)
     t0 = time.perf_counter()
@@ -232,9 +217,9 @@ def field_check(moving, fixed_grid, displacement, tool_warped: np.ndarray, mask)
 
 
 def load_pairs(args) -> list[dict]:
-    from deepsim.anatomy import available, reference_image
-    from deepsim.benchdata import semi_synthetic_pairs, template_pairs
     from deepsim.geometry import Grid, Image
+    from deepsim.training.anatomy import available, reference_image
+    from deepsim.training.benchdata import semi_synthetic_pairs, template_pairs
 
     grid = Grid.from_sitk(reference_image())
     pairs = []
@@ -276,8 +261,8 @@ def translation_pair(shift_mm: np.ndarray) -> dict:
     correct answer is ``d(x) = t`` everywhere."""
     import SimpleITK as sitk
 
-    from deepsim.anatomy import load_anatomy, reference_image
     from deepsim.geometry import Grid, Image, from_sitk, to_sitk
+    from deepsim.training.anatomy import load_anatomy, reference_image
 
     image, labels, _ = load_anatomy("mni2009a")
     grid = Grid.from_sitk(reference_image())
@@ -381,15 +366,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("deepsim").setLevel(logging.WARNING)
 
+    from deepsim.api import resolve_model
     from deepsim.modelio import load_model
 
     methods = [m for m in args.methods.split(",") if m]
     notes = []
-    model_path, model_note = find_model(3)
-    model = load_model(model_path, spatial_dims=3) if model_path is not None else None
-    if model is None:
-        notes.append(f"DeepSim not run: {model_note}")
-        methods = [m for m in methods if not m.startswith("deepsim")]
+    model_path = resolve_model("brain-3d", 3)
+    model_note = str(model_path.relative_to(ROOT))
+    model = load_model(model_path, spatial_dims=3)
     for tool, module in (("ants_syn", "ants"), ("elastix", "itk")):
         if tool in methods:
             try:

@@ -36,7 +36,7 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/paper_comparison.py --budget 400
     python benchmarks/paper_comparison.py --dims 3 --optimiser io --budget 60 --val-real-image-prob 1 \
-        --extractors seg=DeepSimRegistration/Resources/Models/brain-3d.pt,ae=runs/brain-3d-ae/ae-extractor/model.pt \
+        --extractors seg=DeepSimRegistration/deepsim/models/brain-3d.pt,ae=runs/brain-3d-ae/ae-extractor/model.pt \
         --deepsim-levels 0
 """
 
@@ -80,16 +80,16 @@ TEST_SLICES = [36, 42, 48, 54, 60]  # axial positions of the held-out 2D test pa
 
 
 class SliceSeededPairs:
-    """Training/validation source of :func:`deepsim.train.train` for 2D: synthetic pairs seeded by
+    """Training/validation source of :func:`deepsim.training.train.train` for 2D: synthetic pairs seeded by
     axial fsaverage slices (tissue labels and image), with the source interface of
-    :mod:`deepsim.datasets` (``sample(generator, device)``, ``pair(index, device)``).
+    :mod:`deepsim.training.datasets` (``sample(generator, device)``, ``pair(index, device)``).
 
     The library's ``synthetic`` data kind seeds only with whole 3D anatomies, so the 2D comparison
     plugs this source in (see :func:`_install_source`)."""
 
     def __init__(self, data: dict, split: str, seed: int):
-        from deepsim.anatomy import load_anatomy, tissue_labels
-        from deepsim.synth import SynthConfig, SyntheticPairs
+        from deepsim.training.anatomy import load_anatomy, tissue_labels
+        from deepsim.training.synth import SynthConfig, SyntheticPairs
 
         image, labels, _ = load_anatomy("fsaverage")
         labels = tissue_labels("fsaverage", "tissue", labels)
@@ -120,7 +120,7 @@ def _keep(item: dict, device) -> dict:
 def _install_source() -> None:
     """Let ``train()`` build :class:`SliceSeededPairs` for ``data.kind == "fsaverage-slices"``;
     every other kind goes to the library's own ``make_source``."""
-    import deepsim.datasets as datasets
+    import deepsim.training.datasets as datasets
 
     if getattr(datasets.make_source, "_bench", False):
         return
@@ -191,7 +191,7 @@ def _done(run: Path, cfg: dict) -> bool:
 def _train(cfg: dict, run: Path) -> dict:
     """Train (or resume) one run; returns the best validation metrics of its model file."""
     from deepsim.modelio import read_model_file
-    from deepsim.train import train
+    from deepsim.training.train import train
 
     if not _done(run, cfg):
         t0 = time.perf_counter()
@@ -244,7 +244,7 @@ def lambda_grid(metric: str, exponents: list[int]) -> list[float]:
 
 def test_pairs(args) -> list[dict]:
     """Held-out test pairs: semi-synthetic mni2009a and real fsaverage <-> mni2009a pairs."""
-    from deepsim.benchdata import semi_synthetic_pairs, template_pairs
+    from deepsim.training.benchdata import semi_synthetic_pairs, template_pairs
 
     pairs = []
     positions = TEST_SLICES if args.dims == 2 else [None]
@@ -318,7 +318,7 @@ class InstanceOptimiser:
     displacement, from the identity: the ``--optimiser io`` stand-in for a trained network."""
 
     def __init__(self, loss_cfg: dict, dims: int, steps: int, lr: float):
-        from deepsim.train import similarity_loss
+        from deepsim.training.train import similarity_loss
 
         self.sim, _ = similarity_loss(loss_cfg, dims, ROOT, "cpu")
         self.lam, self.steps, self.lr = float(loss_cfg["lambda"]), steps, lr
@@ -568,7 +568,7 @@ def main(argv=None) -> int:
         extractors = train_extractors(args, runs)
     val_pairs = []
     if io:
-        from deepsim.datasets import make_source
+        from deepsim.training.datasets import make_source
 
         val_data = data_config(args.dims)
         if args.val_real_image_prob is not None:

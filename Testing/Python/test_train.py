@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deepsim.modelio import load_model
-from deepsim.train import dice_ce_loss, train
+from deepsim.training.train import dice_ce_loss, train
 
 DATA = {"kind": "synthetic", "shape": [32, 32], "synth": {"n_labels": 4, "max_disp": 3.0}}
 
@@ -65,7 +65,7 @@ def test_registration_training_lowers_loss_and_keeps_config(tmp_path):
     log = _log(tmp_path)
     assert log[-1]["val_loss"] < log[0]["val_loss"]
     model = load_model(tmp_path / "model.pt")
-    assert model.config["loss"]["similarity"] == "mse"
+    assert model.loss.similarity == "mse"
     assert "val_dice" in model.config["metrics"]
 
 
@@ -105,7 +105,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
 
 
 def test_bad_config_is_refused(tmp_path):
-    from deepsim.train import load_config
+    from deepsim.training.train import load_config
 
     p = tmp_path / "c.json"
     p.write_text('{"task": "registration"}')
@@ -124,7 +124,7 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
     script.write_text(
         textwrap.dedent(f"""
         import hashlib, json, os, torch
-        from deepsim.train import dice_ce_loss, train
+        from deepsim.training.train import dice_ce_loss, train
         cfg = json.load(open({str(tmp_path / "cfg.json")!r}))
         outcome = train(cfg, {str(tmp_path / "out")!r}, device="cpu", progress=False)
         rank = int(os.environ["RANK"])

@@ -7,11 +7,11 @@ A *source* has ``sample(generator, device) -> dict`` (one random pair) and ``pai
 Kinds (the ``data`` entry of a training config):
 
 * ``{"kind": "synthetic", "shape": [...], "synth": {...}}``: on-the-fly synthetic pairs
-  (:mod:`deepsim.synth`), optionally seeded with real anatomies (``"anatomies": ["fsaverage"]``);
+  (:mod:`deepsim.training.synth`), optionally seeded with real anatomies (``"anatomies": ["fsaverage"]``);
 * ``{"kind": "folder", "root": DIR, ...}``: NIfTI images in ``DIR/images`` and label maps of the
   same names in ``DIR/labels``, resampled onto one model grid;
 * ``{"kind": "anatomy", "names": [...]}``: semi-synthetic pairs of real anatomies under known
-  deformations (:mod:`deepsim.benchdata`), for evaluation.
+  deformations (:mod:`deepsim.training.benchdata`), for evaluation.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ class FolderPairs:
     def __init__(
         self, root: str | Path, preprocessing: dict, split: str = "train", val_fraction=0.2
     ):
-        from .geometry import model_grid, read_image, resample
-        from .modelio import DEFAULT_PREPROCESSING
-        from .preprocess import normalize_intensity
+        from ..api import Preprocessing
+        from ..geometry import model_grid, read_image, resample
+        from ..preprocess import normalize_intensity
 
-        pre = {**DEFAULT_PREPROCESSING, **preprocessing}
+        pre = Preprocessing.from_dict(preprocessing)
         root = Path(root)
         paths = sorted(p for p in (root / "images").glob("*") if p.is_file())
         if len(paths) < 2:
@@ -45,11 +45,11 @@ class FolderPairs:
         n_val = max(1, int(round(len(paths) * val_fraction))) if len(paths) > 2 else 0
         paths = paths[n_val:] if split == "train" else paths[:n_val] or paths
         first = read_image(paths[0])
-        self.grid = model_grid(first.grid, pre["spacing"], pre["multiple"], pre["orientation"])
+        self.grid = model_grid(first.grid, pre.spacing, pre.multiple, pre.orientation)
         self.images, self.labels = [], []
         for path in paths:
             img = read_image(path)
-            norm = normalize_intensity(img.array, pre["lower_percentile"], pre["upper_percentile"])
+            norm = normalize_intensity(img.array, pre.lower_percentile, pre.upper_percentile)
             img.array = norm
             self.images.append(
                 torch.from_numpy(resample(img, self.grid).array.astype(np.float32))[None, None]
@@ -100,7 +100,7 @@ class _Synthetic:
 
 def _anatomy_seed(name: str, scheme: str | None):
     """``(labels, image)`` tensors of a real anatomy; labels mapped to ``scheme``: a coarse
-    scheme of :func:`deepsim.anatomy.tissue_labels`, or ``contiguous`` (ids renumbered 0..K-1)."""
+    scheme of :func:`deepsim.training.anatomy.tissue_labels`, or ``contiguous`` (ids renumbered 0..K-1)."""
     from .anatomy import load_anatomy, tissue_labels
 
     image, labels, _ = load_anatomy(name)

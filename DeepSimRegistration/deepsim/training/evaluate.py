@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import Grid, Image
-from .metrics import mean_foreground_dice
+from ..geometry import Grid, Image
+from ..metrics import mean_foreground_dice
 
 __all__ = ["evaluate_model", "evaluate_pairs", "data_grid"]
 
@@ -42,7 +42,8 @@ def data_grid(data: dict, shape: tuple[int, ...]) -> Grid:
 def evaluate_pairs(pairs, model, grid: Grid, device="cpu", io_steps=None, affine=True) -> dict:
     """Register each pair dict (``fixed, moving, fixed_labels, moving_labels`` tensors or arrays,
     optional ``disp`` in fixed voxels) and summarise."""
-    from .register import RegistrationOptions, register
+    from ..api import RegistrationOptions
+    from ..register import register
 
     rows = []
     opts = RegistrationOptions(device=device, affine=affine, io_steps=io_steps, heatmaps=False)
@@ -63,11 +64,11 @@ def evaluate_pairs(pairs, model, grid: Grid, device="cpu", io_steps=None, affine
         row = {
             "pair": i,
             "dice_identity": mean_foreground_dice(fl.array, ml.array),
-            "dice_affine": s.get("dice_affine"),
-            "dice_after": s["dice_after"],
-            "folding_percent": s["folding_percent"],
-            "std_log_jacobian": s["std_log_jacobian"],
-            "runtime_s": s["runtime_s"],
+            "dice_affine": s.dice_affine,
+            "dice_after": s.dice_after,
+            "folding_percent": s.folding_percent,
+            "std_log_jacobian": s.std_log_jacobian,
+            "runtime_s": s.runtime_s,
         }
         if "disp" in p:
             true_vox = np.moveaxis(
@@ -89,8 +90,9 @@ def evaluate_model(
 ) -> dict:
     """Entry point of ``deepsim evaluate``: ``data_config`` is a JSON file with a ``data`` entry
     (as in training configs)."""
+    from ..api import resolve_model
+    from ..modelio import load_model
     from .datasets import make_source
-    from .modelio import load_model, resolve_model
 
     cfg = json.loads(Path(data_config).read_text())
     data = cfg["data"] if "data" in cfg else cfg

@@ -25,12 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import mean_foreground_dice
-from .modelio import DEFAULT_PREPROCESSING, LoadedModel, load_model, save_model
-from .networks import NetworkConfig, build_network
-from .regularizers import diffusion
-from .similarity import DeepSimLoss, NCCSupLoss, VGGFeatures, mse, ncc_loss
-from .warp import warp
+from ..api import LossSpec, Preprocessing
+from ..metrics import mean_foreground_dice
+from ..modelio import LoadedModel, load_model, save_model
+from ..networks import NetworkConfig, build_network
+from ..regularizers import diffusion
+from ..similarity import build_similarity
+from ..warp import warp
 
 __all__ = [
     "train",
@@ -93,31 +94,23 @@ def _resolve(path: str, base: Path) -> Path:
 def similarity_loss(
     cfg: dict, spatial_dims: int, base: Path, device
 ) -> tuple[Callable, LoadedModel | None]:
-    """``(loss_fn(warped, fixed, disp, batch), extractor model file)`` for ``loss.similarity``;
-    the extractor is returned for DeepSim, so a registration model file can carry it."""
-    name = cfg.get("similarity", "deepsim")
-    if name == "mse":
-        return (lambda w, f, d, b: mse(w, f)), None
-    if name == "ncc":
-        return (lambda w, f, d, b: ncc_loss(w, f, cfg.get("window", 9))), None
-    if name == "ncc_sup":
-        sup = NCCSupLoss(int(cfg["n_classes"]), cfg.get("window", 9))
-        return (lambda w, f, d, b: sup(w, f, d, b["moving_labels"], b["fixed_labels"])), None
-    if name == "deepsim":
-        extractor = load_model(_resolve(cfg["extractor"], base), device)
-        loss = DeepSimLoss(
-            extractor.networks["extractor"], cfg.get("levels"), cfg.get("level_weights")
-        )
-        loss.to(device)
-        return (lambda w, f, d, b: loss(w, f)), extractor
-    if name == "vgg":
-        if spatial_dims != 2:
-            raise ValueError("the VGG similarity is 2D only")
-        loss = DeepSimLoss(VGGFeatures(cfg["vgg_weights"])).to(device)
-        return (lambda w, f, d, b: loss(w, f)), None
-    raise ValueError(
-        f"loss.similarity must be one of mse, ncc, ncc_sup, deepsim, vgg; got {name!r}"
-    )
+    """``(loss_fn(warped, fixed, disp, batch), extractor model file)`` for the config's ``loss``
+    (built by :func:`deepsim.similarity.build_similarity`); the extractor is returned for DeepSim,
+    so a registration model file can carry it."""
+    spec = LossSpec.from_dict(cfg)
+    if spec.similarity == "vgg" and spatial_dims != 2:
+        raise ValueError("the VGG similarity is 2D only")
+    extractor = None
+    if spec.similarity == "deepsim":
+        if spec.extractor is None:
+            raise ValueError("loss.extractor: the deepsim similarity needs an extractor model file")
+        extractor = load_model(_resolve(spec.extractor, base), device)
+    sim = build_similarity(spec, extractor.networks["extractor"] if extractor else None)
+    if isinstance(sim, nn.Module):
+        sim.to(device)
+    if spec.similarity == "ncc_sup":
+        return (lambda w, f, d, b: sim(w, f, d, b["moving_labels"], b["fixed_labels"])), extractor
+    return (lambda w, f, d, b: sim(w, f)), extractor
 
 
 def dice_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -152,7 +145,7 @@ class _Task:
         self.kind = cfg["task"]
         self.net = net
         self.extractor = None
-        self.lam = float(cfg.get("loss", {}).get("lambda", 1.0))
+        self.lam = LossSpec.from_dict(cfg.get("loss")).lam
         if self.kind == "registration":
             self.sim, self.extractor = similarity_loss(
                 cfg.get("loss", {}), cfg["spatial_dims"], base, device
@@ -336,7 +329,7 @@ def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict):
         "name": cfg.get("name", path.parent.name),
         "spatial_dims": cfg["spatial_dims"],
         "networks": net_cfgs,
-        "preprocessing": {**DEFAULT_PREPROCESSING, **cfg.get("preprocessing", {})},
+        "preprocessing": Preprocessing.from_dict(cfg.get("preprocessing")).to_dict(),
         "loss": cfg.get("loss", {}),
         "metrics": metrics,
         "info": {
