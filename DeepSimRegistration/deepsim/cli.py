@@ -136,26 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress_bar():
-    """A progress callback drawing a bar on stderr (tqdm when installed)."""
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=100, bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr, leave=False)
-
-        def update(fraction: float, message: str) -> None:
-            bar.set_description_str(message[:40].ljust(40))
-            bar.update(max(0, int(round(100 * fraction)) - bar.n))
-
-        return update, bar.close
-    except ImportError:
-
-        def update(fraction: float, message: str) -> None:
-            print(f"\r{100 * fraction:5.1f}% {message:<50}", end="", file=sys.stderr, flush=True)
-
-        return update, lambda: print(file=sys.stderr)
-
-
 def _check_output_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -175,6 +155,7 @@ def cmd_register(args) -> int:
     from .geometry import read_image
     from .modelio import load_model
     from .outputs import write_outputs
+    from .progress import ProgressBar
     from .register import register
 
     if args.io_steps is not None and args.io_steps < 0:
@@ -200,11 +181,15 @@ def cmd_register(args) -> int:
         io_steps=args.io_steps,
         model_spacing=args.model_spacing,
     )
-    update, close = _progress_bar()
-    try:
-        result = register(fixed, moving, model, opts, progress=update, **labels)
-    finally:
-        close()
+    with ProgressBar(100) as bar:
+        result = register(
+            fixed,
+            moving,
+            model,
+            opts,
+            progress=lambda fraction, message: bar.show(round(100 * fraction), message),
+            **labels,
+        )
     written = write_outputs(result, args.out, moving=moving, fixed=fixed, figure=not args.no_figure)
     s = result.summary
     line = (
