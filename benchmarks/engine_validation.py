@@ -1,8 +1,8 @@
 """Choose the engine's default similarity and regularisation on VALIDATION pairs.
 
-Pairs: :func:`deepsim.benchdata.semi_synthetic_pairs` of the fsaverage template (the training
+Pairs: :func:`deepsim.training.benchdata.semi_synthetic_pairs` of the fsaverage template (the training
 anatomy, never the held-out MNI 2009a test template), drawn with the benchmark's intensity model
-(:data:`deepsim.benchdata.BENCH_CONFIG`) and a validation seed that the benchmark does not use.
+(:data:`deepsim.training.benchdata.BENCH_CONFIG`) and a validation seed that the benchmark does not use.
 Each candidate runs the training-free engine (:func:`deepsim.engine.optimise`, the automatic
 foreground mask, as ``register()`` runs it) on the 2 mm grid; the table reports the mean endpoint
 error (mm) inside the brain, the worst folding % and the time per pair.
@@ -37,10 +37,10 @@ CANDIDATES = {
 
 
 def main(argv=None) -> int:
-    from deepsim.benchdata import semi_synthetic_pairs
     from deepsim.engine import foreground_mask, optimise
     from deepsim.jacobian import jacobian_det
     from deepsim.presets import engine_settings
+    from deepsim.training.benchdata import semi_synthetic_pairs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dims", type=int, default=3, choices=[2, 3])

@@ -17,20 +17,19 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from .api import CancelFn, Cancelled, Preprocessing, ProgressFn, RegistrationOptions, Summary
 from .engine import foreground_mask, optimise
 from .geometry import Grid, Image, model_grid, overlap_fraction, resample, sample_on_grid
 from .jacobian import jacobian_det
 from .metrics import dice_per_label, folding_percent, mean_foreground_dice, std_log_jacobian
-from .modelio import DEFAULT_PREPROCESSING, LoadedModel
+from .modelio import LoadedModel
 from .preprocess import check_finite_nonconstant, normalize_intensity
-from .presets import DEFAULT_PRESET, engine_settings
+from .presets import engine_settings
 from .regularizers import diffusion
 from .similarity import deepsim_map, local_ncc_map
 from .warp import warp
 
 __all__ = [
-    "Cancelled",
-    "RegistrationOptions",
     "RegistrationResult",
     "optimise_displacement",
     "register",
@@ -38,37 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
-
-
-class Cancelled(RuntimeError):
-    """Raised when ``should_cancel()`` returns True; nothing has been written."""
-
-
-@dataclass
-class RegistrationOptions:
-    """``device``: auto|cpu|cuda. ``affine``: classical pre-alignment (``rigid``: rotation and
-    translation only). ``preset``: the instance-optimisation engine's quality preset, ``fast``,
-    ``recommended`` or ``best`` (:data:`deepsim.presets.PRESETS`). ``similarity``: override the
-    model's default similarity (``"mind"``, ``"ncc"``, ``"ncc+3*mind"``, ...). ``network``: False
-    skips the network (training-free: the engine starts from the identity). ``io_steps``: None =
-    the preset; 0 = no instance optimisation (network only); N = one level of N steps on the
-    model grid, step ``io_lr`` voxels, instead of the preset's levels.
-    ``model_spacing``: override the model grid spacing in mm (coarser = faster, less memory)."""
-
-    device: str = "auto"
-    affine: bool = True
-    rigid: bool = False
-    preset: str = DEFAULT_PRESET
-    similarity: str | None = None
-    network: bool = True
-    io_steps: int | None = None
-    io_lr: float | None = None
-    model_spacing: float | None = None
-    heatmaps: bool = True
-    warped: bool = True
 
 
 @dataclass
@@ -83,10 +51,10 @@ class RegistrationResult:
     affine: np.ndarray
     displacement: np.ndarray
     jacobian: Image
+    summary: Summary
     warped: Image | None = None
     warped_labels: Image | None = None
     heatmaps: dict[str, Image] = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
 
 
 def select_device(name: str) -> torch.device:
@@ -117,11 +85,11 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def _estimate_bytes(model: LoadedModel | None, grid: Grid, fixed: Grid, io_steps: int) -> int:
+def _estimate_bytes(model: LoadedModel | None, grid: Grid, fixed: Grid, io: bool) -> int:
     """Rough peak memory: network activations on the model grid plus the fixed-grid outputs."""
     width = model.registration.backbone.out_channels if model is not None else 8
     per_voxel = 4 * (4 * width + 16)
-    if io_steps:
+    if io:
         per_voxel *= 6  # activations kept for the backward pass
     return int(np.prod(grid.shape)) * per_voxel + int(np.prod(fixed.shape)) * 8 * 24
 
@@ -178,7 +146,7 @@ def register(
         raise ValueError(f"io_steps must be >= 0, got {opts.io_steps}")
     settings = engine_settings(
         opts.preset,
-        model.name if model else None,
+        model.name if model is not None else None,
         opts.similarity,
         opts.io_steps or None,
         opts.io_lr,
@@ -211,10 +179,9 @@ def register(
     if model is not None:
         pre = model.preprocessing
     else:
-        pre = {**DEFAULT_PREPROCESSING, "spacing": float(min(fixed.grid.spacing)), "multiple": 1}
-        pre["orientation"] = None
-    spacing = opts.model_spacing if opts.model_spacing is not None else pre["spacing"]
-    grid = model_grid(fixed.grid, spacing, pre["multiple"], pre["orientation"], pre["max_voxels"])
+        pre = Preprocessing(spacing=float(min(fixed.grid.spacing)), multiple=1)
+    spacing = opts.model_spacing if opts.model_spacing is not None else pre.spacing
+    grid = model_grid(fixed.grid, spacing, pre.multiple, pre.orientation, pre.max_voxels)
     needed, available = (
         _estimate_bytes(model, grid, fixed.grid, opts.io_steps != 0),
         _available_bytes(device),
@@ -245,7 +212,7 @@ def register(
         )
 
     stages.step(0.15, f"resampling onto the model grid {grid.shape}", "affine")
-    lo, hi = pre["lower_percentile"], pre["upper_percentile"]
+    lo, hi = pre.lower_percentile, pre.upper_percentile
     fixed_norm = Image(normalize_intensity(fixed.array, lo, hi), fixed.grid)
     moving_norm = Image(normalize_intensity(moving.array, lo, hi), moving.grid)
     fixed_m = resample(fixed_norm, grid).array
@@ -278,50 +245,59 @@ def register(
 
     model_jac = model_jacobian(model_disp, grid, affine)
     jacobian = Image(sample_on_grid(model_jac[None], grid, fixed.grid)[0], fixed.grid)
-    result = RegistrationResult(fixed.grid, grid, model_disp, affine, displacement, jacobian)
     stages.step(0.8, "warping the moving image", "field")
-    if opts.warped:
-        result.warped = warp_image(moving, fixed.grid, displacement, "linear")
+    warped = warp_image(moving, fixed.grid, displacement, "linear") if opts.warped else None
+    warped_labels = None
     if moving_labels is not None:
-        result.warped_labels = warp_image(moving_labels, fixed.grid, displacement, "nearest")
+        warped_labels = warp_image(moving_labels, fixed.grid, displacement, "nearest")
 
     stages.step(0.88, "similarity heatmaps", "warp")
-    means = {}
+    heatmaps, means = {}, {}
     if opts.heatmaps:
-        result.heatmaps, means = _heatmaps(
+        heatmaps, means = _heatmaps(
             model, moving_norm, fixed_m, moving_m, disp, grid, fixed.grid, device
         )
 
     stages.step(0.97, "summary", "heatmaps")
-    summary = {
-        "runtime_s": round(time.perf_counter() - t0, 3),
-        "device": device.type,
-        "model": model.name if model is not None else None,
-        "model_grid_shape": list(grid.shape),
-        "model_grid_spacing_mm": [round(float(s), 4) for s in grid.spacing],
-        "affine": affine.tolist(),
-        "folding_percent": folding_percent(model_jac),
-        "std_log_jacobian": std_log_jacobian(model_jac),
-        "jacobian_min": float(model_jac.min()),
-        "jacobian_max": float(model_jac.max()),
-        "io_steps": settings.total_steps if opts.io_steps is None else opts.io_steps,
+    summary = Summary(
+        runtime_s=round(time.perf_counter() - t0, 3),
+        device=device.type,
+        model=model.name if model is not None else None,
+        model_grid_shape=list(grid.shape),
+        model_grid_spacing_mm=[round(float(s), 4) for s in grid.spacing],
+        affine=affine.tolist(),
+        folding_percent=folding_percent(model_jac),
+        std_log_jacobian=std_log_jacobian(model_jac),
+        jacobian_min=float(model_jac.min()),
+        jacobian_max=float(model_jac.max()),
+        io_steps=settings.total_steps if opts.io_steps is None else opts.io_steps,
         **engine_info,
+        timings_s=stages.timings,
         **means,
-    }
+    )
     if fixed_labels is not None and moving_labels is not None:
         before = resample(moving_labels, fixed.grid, None, "nearest").array
-        summary["dice_before"] = mean_foreground_dice(fixed_labels.array, before)
+        summary.dice_before = mean_foreground_dice(fixed_labels.array, before)
         if opts.affine:
             aff = resample(moving_labels, fixed.grid, affine, "nearest").array
-            summary["dice_affine"] = mean_foreground_dice(fixed_labels.array, aff)
-        summary["dice_after"] = mean_foreground_dice(fixed_labels.array, result.warped_labels.array)
-        summary["dice_per_label_after"] = {
-            str(k): v
-            for k, v in dice_per_label(fixed_labels.array, result.warped_labels.array).items()
+            summary.dice_affine = mean_foreground_dice(fixed_labels.array, aff)
+        summary.dice_after = mean_foreground_dice(fixed_labels.array, warped_labels.array)
+        summary.dice_per_label_after = {
+            str(k): v for k, v in dice_per_label(fixed_labels.array, warped_labels.array).items()
         }
     stages.timings["total"] = round(time.perf_counter() - t0, 4)
-    summary["timings_s"] = stages.timings
-    result.summary = summary
+    result = RegistrationResult(
+        fixed.grid,
+        grid,
+        model_disp,
+        affine,
+        displacement,
+        jacobian,
+        summary,
+        warped,
+        warped_labels,
+        heatmaps,
+    )
     if progress is not None:
         progress(1.0, "done")
     return result
@@ -483,7 +459,9 @@ def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, dev
     names, arrays, means = [], [], {}
     extractor = model.extractor if model is not None else None
     with torch.inference_mode():
-        levels = model.config.get("loss", {}).get("levels") if model is not None else None
+        levels = None
+        if model is not None and model.loss.levels is not None:
+            levels = list(model.loss.levels)
         fixed_feats = extractor.to(device).eval().features(f) if extractor is not None else None
         for when, img in pairs.items():
             values = {"ncc": local_ncc_map(img, f)}
