@@ -158,10 +158,13 @@ def test_presets_match_the_documentation():
     for name, levels in rows:
         documented[name] = [
             tuple(float(v) for v in m)
-            for m in re.findall(r"1/(\d+): (\d+) steps, lr ([\d.]+), smooth ([\d.]+)", levels)
+            for m in re.findall(
+                r"1/(\d+): (\d+) steps, lr ([\d.]+), smooth ([\d.]+), grid (\d+)", levels
+            )
         ]
     assert set(documented) == set(PRESETS)
     for name, levels in PRESETS.items():
-        assert documented[name] == [(lv.shrink, lv.steps, lv.lr, lv.smooth) for lv in levels]
+        expected = [(lv.shrink, lv.steps, lv.lr, lv.smooth, lv.grid) for lv in levels]
+        assert documented[name] == expected
         settings = engine_settings(name)
         assert settings.levels == levels and settings.diffeomorphic
