@@ -95,19 +95,19 @@ def test_diffeomorphic_mode_does_not_fold_on_a_large_deformation():
 def test_mask_excludes_what_it_should_and_nothing_else():
     """A bright blob added to the moving image outside the fixed mask: with the mask the field is
     the same as without the blob; without the mask the blob pulls the field near it."""
-    fixed, moving, _ = _large_pair(seed=5, max_disp=3.0)
+    fixed, moving, _ = _large_pair(seed=5, shape=(48, 48), max_disp=2.5)
     blob = torch.zeros_like(moving)
-    blob[..., 3:11, 3:11] = 3.0
+    blob[..., 2:9, 2:9] = 3.0
     mask = torch.ones_like(fixed)
-    mask[..., :30, :30] = 0
+    mask[..., :26, :26] = 0
     levels = (LevelSettings(2, 20, 0.4), LevelSettings(1, 15, 0.3))
     settings = EngineSettings(levels=levels, similarity=(("ncc", 1.0),), patience=1000)
     masked = [optimise(fixed, m, settings, fixed_mask=mask).disp for m in (moving, moving + blob)]
     free = [optimise(fixed, m, settings).disp for m in (moving, moving + blob)]
     assert float((masked[0] - masked[1]).abs().max()) < 1e-3
-    near = (free[0] - free[1]).norm(dim=1)[0, :16, :16]
+    near = (free[0] - free[1]).norm(dim=1)[0, :13, :13]
     assert float(near.max()) > 0.3
-    far = (free[0] - free[1]).norm(dim=1)[0, 44:, 44:]
+    far = (free[0] - free[1]).norm(dim=1)[0, 34:, 34:]
     assert float(far.max()) < 0.1 * float(near.max())
 
 
