@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "PROGRESS_PREFIX"]
 
 log = logging.getLogger("deepsim")
 
@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the network on a grid of this spacing instead of the model's (coarser: faster)",
     )
     reg.add_argument("--no-figure", action="store_true", help="do not write overview.png")
+    reg.add_argument(
+        "--progress-lines",
+        action="store_true",
+        help="report progress as lines 'deepsim-progress FRACTION MESSAGE' on stdout instead of a "
+        "bar (for programs that run deepsim, such as the Slicer module)",
+    )
 
     tr = sub.add_parser(
         "train",
@@ -136,8 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress_bar():
-    """A progress callback drawing a bar on stderr (tqdm when installed)."""
+PROGRESS_PREFIX = "deepsim-progress"
+
+
+def _progress_bar(lines: bool = False):
+    """A progress callback drawing a bar on stderr (tqdm when installed), or with ``lines`` one
+    ``deepsim-progress FRACTION MESSAGE`` line per update on stdout."""
+    if lines:
+
+        def report(fraction: float, message: str) -> None:
+            print(f"{PROGRESS_PREFIX} {fraction:.4f} {message}", flush=True)
+
+        return report, lambda: None
     try:
         from tqdm import tqdm
 
@@ -200,7 +216,7 @@ def cmd_register(args) -> int:
         io_steps=args.io_steps,
         model_spacing=args.model_spacing,
     )
-    update, close = _progress_bar()
+    update, close = _progress_bar(args.progress_lines)
     try:
         result = register(fixed, moving, model, opts, progress=update, **labels)
     finally:
