@@ -120,7 +120,7 @@ def _permissive_module(name: str) -> types.ModuleType:
     def getattr_(attr):
         if attr.startswith("__"):
             raise AttributeError(attr)
-        return _Anything
+        return _Anything()
 
     mod.__getattr__ = getattr_  # type: ignore[attr-defined]
     return mod
@@ -215,6 +215,9 @@ def _parameter_node_wrapper_module() -> types.ModuleType:
         for name, hint in hints.items():
             setattr(cls, name, field(name, hint, cls.__dict__.get(name)))
         cls.__init__ = init
+        # observers go to the wrapped node (the module template observes the wrapper)
+        cls.AddObserver = lambda self, *a: self.parameterNode.AddObserver(*a)
+        cls.RemoveObserver = lambda self, *a: self.parameterNode.RemoveObserver(*a)
         cls.connectGui = lambda self, ui: object()
         cls.disconnectGui = lambda self, tag: None
         cls.__annotations__ = dict(hints)
@@ -243,6 +246,12 @@ def install_stubs() -> None:
     class ScriptedLoadableModuleWidget:
         def __init__(self, parent=None):
             self.parent = parent
+
+        def setup(self):
+            self.layout = _Anything()
+
+        def onReload(self):
+            pass
 
         def resourcePath(self, filename):
             return str(MODULE_DIR / "Resources" / filename)
@@ -301,6 +310,15 @@ def install_stubs() -> None:
 
         def processEvents(self):
             pass
+
+        def setOverrideCursor(self, cursor):
+            pass
+
+        def restoreOverrideCursor(self):
+            pass
+
+        def testingEnabled(self):
+            return True  # error displays are logged, not shown
 
     if not hasattr(slicer, "app"):
         slicer.app = _App()
