@@ -62,6 +62,7 @@ __all__ = [
     "showHeatmap",
     "saveOutputs",
     "commandFlags",
+    "inSlicerTerms",
 ]
 
 DEVICES = ("auto", "cuda", "cpu")
@@ -168,6 +169,28 @@ def commandFlags() -> set[str]:
     return {o for a in sub.choices["register"]._actions for o in a.option_strings}
 
 
+_PANEL_NAMES = (
+    ("--device cuda", "Device: GPU"),
+    ("--device cpu", "Device: CPU"),
+    ("--device", "Device"),
+    ("--model-spacing", "Advanced > Model spacing"),
+    ("--io-steps", "Advanced > Instance optimisation steps"),
+    ("--similarity", "Advanced > Similarity"),
+    ("--no-affine", "Affine pre-alignment off"),
+    ("--fixed-mask", "Fixed mask"),
+    ("--moving-mask", "Moving mask"),
+    ("--preset", "Preset"),
+    ("--model", "Model"),
+)
+
+
+def inSlicerTerms(message: str) -> str:
+    """A ``deepsim`` command message with its option names replaced by the panel's."""
+    for flag, name in _PANEL_NAMES:
+        message = message.replace(flag, name)
+    return message
+
+
 def _ancestors(node) -> list:
     out, parent = [], node.GetParentTransformNode()
     while parent is not None and len(out) < 100:
@@ -266,7 +289,7 @@ class RegistrationJob:
         if self.state == "cancelled":
             raise Cancelled("registration cancelled")
         if self.state != "finished":
-            raise RuntimeError(f"registration failed: {self.process.errorMessage()}")
+            raise RuntimeError(inSlicerTerms(self.process.errorMessage()))
         try:
             return readOutputFolder(
                 self.outDir,
@@ -317,8 +340,8 @@ def startRegistration(
             if node is not None:
                 if f"--{role}-mask" not in flags:
                     raise ValueError(
-                        "masks need a deepsim library with --fixed-mask/--moving-mask; this one "
-                        "has none"
+                        "this version of the deepsim library cannot use masks yet; set Fixed "
+                        "mask and Moving mask to None"
                     )
                 files[f"{role}-mask"] = _maskImage(node, scene)
         paths = {}
@@ -348,7 +371,10 @@ def startRegistration(
             command += ["--model-spacing", float(settings.modelSpacing)]
         if settings.similarity:
             if "--similarity" not in flags:
-                raise ValueError("this deepsim library cannot override the similarity")
+                raise ValueError(
+                    "this version of the deepsim library cannot override the similarity; set "
+                    "Advanced > Similarity to model default"
+                )
             command += ["--similarity", settings.similarity]
         for role in masks:
             if f"{role}-mask" in paths:

@@ -74,6 +74,27 @@ def test_failure_surfaces_the_command_message(tmp_path):
     assert "missing.nii.gz" in process.errorMessage()
 
 
+def test_errors_speak_slicer_not_command_line_flags():
+    from DeepSimRegistrationLib.registration import inSlicerTerms
+
+    text = inSlicerTerms("no CUDA GPU is available; use --device cpu or a larger --model-spacing")
+    assert text == "no CUDA GPU is available; use Device: CPU or a larger Advanced > Model spacing"
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is there: the real failure below needs a machine without one")
+    scene = new_scene()
+    m = oblique_ijk_to_ras()
+    fixed = add_volume(scene, phantom((12, 13, 14), m, seed=1), m, "fixed")
+    moving = add_volume(scene, phantom((12, 13, 14), m, seed=2), m, "moving")
+    job = startRegistration(
+        fixed, moving, RegistrationSettings(device="cuda"), python=sys.executable
+    )
+    job.wait(timeout=120)
+    with pytest.raises(RuntimeError) as err:
+        job.result()
+    assert "Device: CPU" in str(err.value) and "--" not in str(err.value)
+
+
 def test_cancel_kills_the_process_at_once_and_the_scene_keeps_its_nodes():
     scene = new_scene()
     m = oblique_ijk_to_ras()
