@@ -253,13 +253,19 @@ def make_pair(scene):
     return fixed, moving
 
 
-def test_every_node_class_written_into_a_selector_is_one_it_lists():
+def logic_with_pair():
+    """A fresh scene with a pair, the module's Logic and its parameter node holding the pair."""
     scene = new_scene()
     module = import_module_file()
     fixed, moving = make_pair(scene)
     logic = module.DeepSimRegistrationLogic()
     p = logic.getParameterNode()
     p.fixedVolume, p.movingVolume = fixed, moving
+    return scene, logic, p, fixed, moving
+
+
+def test_every_node_class_written_into_a_selector_is_one_it_lists():
+    scene, logic, p, fixed, moving = logic_with_pair()
     job = types.SimpleNamespace(result=lambda: synthetic_result(fixed, moving))
     logic.finishRegistration(job, p)
     written = {
@@ -283,12 +289,7 @@ def test_every_node_class_written_into_a_selector_is_one_it_lists():
 
 @pytest.mark.parametrize("output", ["outputVolume", "heatmapVolume", "jacobianVolume"])
 def test_register_is_disabled_when_an_output_is_an_input(output):
-    scene = new_scene()
-    module = import_module_file()
-    fixed, moving = make_pair(scene)
-    logic = module.DeepSimRegistrationLogic()
-    p = logic.getParameterNode()
-    p.fixedVolume, p.movingVolume = fixed, moving
+    scene, logic, p, fixed, moving = logic_with_pair()
     assert logic.whyNotReady(p, "brain-3d") == ""
     setattr(p, output, moving)
     assert "moving volume" in logic.whyNotReady(p, "brain-3d")
