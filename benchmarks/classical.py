@@ -175,31 +175,22 @@ def evaluate(
 ) -> dict:
     """Quality of one fixed -> moving displacement ``(*fixed.shape, D)`` in LPS mm.
 
-    Dice of the moving labels resampled (nearest neighbour) through the field against the fixed
-    labels; folding % and std log|J| of the signed Jacobian (central differences, mm) over the
-    whole fixed grid; endpoint error (mm, mean over the fixed foreground) when ``gt_mm`` is known.
+    :func:`deepsim.scoring.score_on_fixed_grid_mm` (Dice of the warped moving labels, folding %
+    and std log|J| on the whole fixed grid, endpoint error in mm over the fixed foreground when
+    ``gt_mm`` is known), stored under this benchmark's result keys.
     """
-    import torch
+    from deepsim.scoring import score_on_fixed_grid_mm
 
-    from deepsim.jacobian import jacobian_det
-    from deepsim.metrics import dice_per_label, folding_percent, std_log_jacobian
-    from deepsim.register import warp_image
-
-    grid = fixed_labels.grid
-    warped = warp_image(moving_labels, grid, displacement, "nearest").array
-    dice = dice_per_label(fixed_labels.array, warped)
-    disp = torch.from_numpy(np.ascontiguousarray(displacement, np.float64)).movedim(-1, 0)[None]
-    jac = jacobian_det(disp, grid.linear)[0, 0].numpy()
+    score = score_on_fixed_grid_mm(fixed_labels, moving_labels, displacement, gt_mm)
     out = {
-        "dice": {str(k): v for k, v in dice.items()},
-        "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
-        "folding_percent": folding_percent(jac),
-        "std_log_jacobian": std_log_jacobian(jac),
+        "dice": score.dice_per_label,
+        "mean_dice": score.mean_dice,
+        "folding_percent": score.folding_percent_fixed_grid,
+        "std_log_jacobian": score.std_log_jacobian_fixed_grid,
         "runtime_s": round(float(runtime_s), 3),
     }
-    if gt_mm is not None:
-        mask = fixed_labels.array > 0
-        out["epe_mm"] = float(np.linalg.norm(displacement - gt_mm, axis=-1)[mask].mean())
+    if score.endpoint_error_mm is not None:
+        out["epe_mm"] = score.endpoint_error_mm
     return out
 
 

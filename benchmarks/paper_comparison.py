@@ -85,10 +85,10 @@ class SliceSeededPairs:
     :mod:`deepsim.training.datasets` (``sample(generator, device)``, ``pair(index, device)``).
 
     The library's ``synthetic`` data kind seeds only with whole 3D anatomies, so the 2D comparison
-    plugs this source in (see :func:`_install_source`)."""
+    registers this source as the data kind ``fsaverage-slices``."""
 
     def __init__(self, data: dict, split: str, seed: int):
-        from deepsim.training.anatomy import load_anatomy, tissue_labels
+        from deepsim.training.anatomy import anatomy_grid, load_anatomy, tissue_labels
         from deepsim.training.synth import SynthConfig, SyntheticPairs
 
         image, labels, _ = load_anatomy("fsaverage")
@@ -101,6 +101,7 @@ class SliceSeededPairs:
             for k in data["slices"]
         ]
         shape = tuple(image.shape[1:])
+        self.grid = anatomy_grid(2)
         config = SynthConfig.from_dict(data.get("synth", {}))
         offset = 0 if split == "train" else 10_000_019
         self.pairs = SyntheticPairs(shape, config, seed + offset, seeds=seeds)
@@ -115,24 +116,6 @@ class SliceSeededPairs:
 def _keep(item: dict, device) -> dict:
     keys = ("fixed", "moving", "fixed_labels", "moving_labels")
     return {k: item[k].to(device) for k in keys}
-
-
-def _install_source() -> None:
-    """Let ``train()`` build :class:`SliceSeededPairs` for ``data.kind == "fsaverage-slices"``;
-    every other kind goes to the library's own ``make_source``."""
-    import deepsim.training.datasets as datasets
-
-    if getattr(datasets.make_source, "_bench", False):
-        return
-    original = datasets.make_source
-
-    def make_source(data, split="train", seed=0, preprocessing=None):
-        if data.get("kind") == "fsaverage-slices":
-            return SliceSeededPairs(data, split, seed)
-        return original(data, split, seed, preprocessing)
-
-    make_source._bench = True
-    datasets.make_source = make_source
 
 
 def data_config(dims: int) -> dict:
@@ -273,38 +256,45 @@ def test_pairs(args) -> list[dict]:
     return pairs
 
 
-def evaluate_field(pair: dict, disp: torch.Tensor, region=None, spacing_mm: float = 2.0) -> dict:
+def evaluate_field(pair: dict, disp: torch.Tensor, region=None) -> dict:
     """Dice per tissue class, mean foreground Dice, folding %, std log|J|, diffusion regulariser
     and (with a known ``pair["disp"]``) the endpoint error in mm, for one predicted ``disp``
-    ``(1, D, *spatial)`` in voxels. ``region``: optional tuple of slices (spatial axes) to which
-    every measure is restricted."""
-    from deepsim.jacobian import jacobian_det
-    from deepsim.metrics import dice_per_label, folding_percent, std_log_jacobian
+    ``(1, D, *spatial)`` in voxels of the common 2 mm grid, scored by
+    :func:`deepsim.scoring.score_on_fixed_grid_mm`. ``region``: optional tuple of slices (spatial
+    axes) to which every measure is restricted."""
+    from deepsim.geometry import Image
     from deepsim.regularizers import diffusion
-    from deepsim.warp import warp
+    from deepsim.scoring import score_on_fixed_grid_mm
+    from deepsim.training.anatomy import anatomy_grid
 
-    warped = warp(pair["moving_labels"].float(), disp, mode="nearest").long()
-    fixed_labels = pair["fixed_labels"][0, 0].numpy()
-    warped_labels = warped[0, 0].numpy()
-    jac = jacobian_det(disp.double())[0, 0].numpy()
+    grid = anatomy_grid(disp.ndim - 2)
+
+    def mm(field: torch.Tensor) -> np.ndarray:  # (1, D, *spatial) voxels -> (*spatial, D) mm
+        return np.tensordot(field[0].double().numpy(), grid.linear, axes=(0, 1))
+
+    mask = None
     reg_disp = disp
     if region is not None:
-        fixed_labels, warped_labels, jac = fixed_labels[region], warped_labels[region], jac[region]
+        mask = np.zeros(grid.shape, bool)
+        mask[region] = True
         reg_disp = disp[(slice(None), slice(None), *region)]
-    dice = dice_per_label(fixed_labels, warped_labels, labels=range(1, N_CLASSES))
+    score = score_on_fixed_grid_mm(
+        Image(pair["fixed_labels"][0, 0].numpy(), grid),
+        Image(pair["moving_labels"][0, 0].numpy(), grid),
+        mm(disp),
+        mm(pair["disp"]) if "disp" in pair else None,
+        mask,
+        labels=range(1, N_CLASSES),
+    )
     out = {
-        "dice": {str(k): v for k, v in dice.items()},
-        "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
-        "folding_percent": folding_percent(jac),
-        "std_log_jacobian": std_log_jacobian(jac),
+        "dice": score.dice_per_label,
+        "mean_dice": score.mean_dice,
+        "folding_percent": score.folding_percent_fixed_grid,
+        "std_log_jacobian": score.std_log_jacobian_fixed_grid,
         "regulariser": float(diffusion(reg_disp)),
     }
-    if "disp" in pair:
-        err = torch.linalg.vector_norm(disp - pair["disp"], dim=1)[0].numpy() * spacing_mm
-        mask = pair["fixed_labels"][0, 0].numpy() > 0
-        if region is not None:
-            err, mask = err[region], mask[region]
-        out["epe_mm"] = float(err[mask].mean())
+    if score.endpoint_error_mm is not None:
+        out["epe_mm"] = score.endpoint_error_mm
     return out
 
 
@@ -558,7 +548,11 @@ def main(argv=None) -> int:
             "NCC_sup not run: with instance optimisation it would use the labels of the pair it "
             "registers (test labels), which no other method sees"
         )
-    _install_source()
+    from deepsim.training.datasets import register_source
+
+    register_source(
+        "fsaverage-slices", lambda data, split, seed, pre: SliceSeededPairs(data, split, seed)
+    )
     t_start = time.perf_counter()
     if args.extractors:
         extractors = {

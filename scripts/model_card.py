@@ -109,8 +109,8 @@ def main() -> None:
                     "dice_identity",
                     "dice_affine",
                     "dice_after",
-                    "folding_percent",
-                    "std_log_jacobian",
+                    "folding_percent_fixed_grid",
+                    "std_log_jacobian_fixed_grid",
                     "endpoint_error_mm",
                     "runtime_s",
                 )

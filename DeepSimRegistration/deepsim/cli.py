@@ -145,31 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 PROGRESS_PREFIX = "deepsim-progress"
 
 
-def _progress_bar(lines: bool = False):
-    """A progress callback drawing a bar on stderr (tqdm when installed), or with ``lines`` one
-    ``deepsim-progress FRACTION MESSAGE`` line per update on stdout."""
-    if lines:
-
-        def report(fraction: float, message: str) -> None:
-            print(f"{PROGRESS_PREFIX} {fraction:.4f} {message}", flush=True)
-
-        return report, lambda: None
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=100, bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr, leave=False)
-
-        def update(fraction: float, message: str) -> None:
-            bar.set_description_str(message[:40].ljust(40))
-            bar.update(max(0, int(round(100 * fraction)) - bar.n))
-
-        return update, bar.close
-    except ImportError:
-
-        def update(fraction: float, message: str) -> None:
-            print(f"\r{100 * fraction:5.1f}% {message:<50}", end="", file=sys.stderr, flush=True)
-
-        return update, lambda: print(file=sys.stderr)
+def _progress_line(fraction: float, message: str) -> None:
+    """One ``deepsim-progress FRACTION MESSAGE`` line on stdout (``--progress-lines``)."""
+    print(f"{PROGRESS_PREFIX} {fraction:.4f} {message}", flush=True)
 
 
 def _check_output_dir(out: Path) -> None:
@@ -191,6 +169,7 @@ def cmd_register(args) -> int:
     from .geometry import read_image
     from .modelio import load_model
     from .outputs import write_outputs
+    from .progress import ProgressBar
     from .register import register
 
     if args.io_steps is not None and args.io_steps < 0:
@@ -216,11 +195,21 @@ def cmd_register(args) -> int:
         io_steps=args.io_steps,
         model_spacing=args.model_spacing,
     )
-    update, close = _progress_bar(args.progress_lines)
+    bar = None if args.progress_lines else ProgressBar(100)
     try:
-        result = register(fixed, moving, model, opts, progress=update, **labels)
+        result = register(
+            fixed,
+            moving,
+            model,
+            opts,
+            progress=_progress_line
+            if bar is None
+            else lambda fraction, message: bar.show(round(100 * fraction), message),
+            **labels,
+        )
     finally:
-        close()
+        if bar is not None:
+            bar.close()
     written = write_outputs(result, args.out, moving=moving, fixed=fixed, figure=not args.no_figure)
     s = result.summary
     line = (

@@ -85,7 +85,7 @@ def test_brain_model_raises_dice_on_held_out_anatomy_2mm():
     m = report["mean"]
     assert m["dice_after"] > m["dice_identity"] + 0.03
     assert m["dice_after"] > m["dice_affine"] + 0.03
-    assert m["folding_percent"] < 0.5
+    assert m["folding_percent_fixed_grid"] < 0.5
 
 
 def test_evaluate_command_prints_json(tmp_path):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +176,29 @@ def test_training_from_a_folder_of_nifti_images(tmp_path):
     assert outcome.step == 10
     log = _log(tmp_path / "out")
     assert 0 < log[-1]["val_dice_identity"] <= 1
+
+
+def test_data_kinds_are_an_open_registry():
+    """A new kind plugs in with register_source (no patching); each source carries its grid."""
+    from deepsim.geometry import Grid
+    from deepsim.training.datasets import make_source, register_source
+
+    class Constant:
+        def __init__(self, data, split):
+            self.grid = Grid((8, 8), np.diag([2.0, 3.0, 1.0]))
+            self.split = split
+
+        def pair(self, index, device="cpu"):
+            x = torch.full((1, 1, 8, 8), float(index))
+            return {"fixed": x, "moving": x, "fixed_labels": x.long(), "moving_labels": x.long()}
+
+        def sample(self, generator, device="cpu"):
+            return self.pair(0, device)
+
+    register_source("constant-test", lambda data, split, seed, pre: Constant(data, split))
+    source = make_source({"kind": "constant-test"}, "val")
+    assert source.split == "val" and source.grid.spacing.tolist() == [2.0, 3.0]
+    synthetic = make_source({"kind": "synthetic", "shape": [16, 16]}, "train")
+    assert synthetic.grid.shape == (16, 16)
+    with pytest.raises(ValueError, match="constant-test.*synthetic|data.kind must be one of"):
+        make_source({"kind": "nope"})

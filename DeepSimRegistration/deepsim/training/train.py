@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from ..api import LossSpec, Preprocessing
 from ..metrics import mean_foreground_dice
 from ..modelio import LoadedModel, load_model, save_model
 from ..networks import NetworkConfig, build_network
+from ..progress import ProgressBar
 from ..regularizers import diffusion
 from ..similarity import build_similarity
 from ..warp import warp
@@ -249,7 +249,7 @@ def train(
     model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     use_amp = bool(optim_cfg["amp"]) and dev.type == "cuda"
     steps = int(optim_cfg["steps"])
-    bar = _bar(steps, step, progress and rank == 0, cfg.get("name", "train"))
+    bar = ProgressBar(steps, step, cfg.get("name", "train")) if progress and rank == 0 else None
     net.train()
     t_start = time.perf_counter() - wall
     while step < steps:
@@ -260,7 +260,8 @@ def train(
         loss.backward()
         opt.step()
         step += 1
-        bar(step, float(loss.detach()))
+        if bar is not None:
+            bar.show(step, f"loss {float(loss.detach()):.4f}")
         last = step == steps
         if step % optim_cfg["val_every"] == 0 or last:
             metrics = task.validate(val_src, optim_cfg["val_pairs"], dev)
@@ -281,7 +282,8 @@ def train(
             _save_checkpoint(
                 ckpt_path, cfg, net, opt, sched, step, time.perf_counter() - t_start, best, gen
             )
-    bar(None, None)
+    if bar is not None:
+        bar.close()
     if world > 1:
         torch.distributed.barrier()
     return TrainOutcome(best, net, step)
@@ -342,32 +344,6 @@ def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict):
         },
     }
     save_model(path, networks, config)
-
-
-def _bar(total: int, start: int, enabled: bool, name: str):
-    """A step callback drawing a progress bar (tqdm when installed, log lines otherwise)."""
-    if not enabled:
-        return lambda step, loss: None
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=start, desc=name, file=sys.stderr, dynamic_ncols=True)
-
-        def update(step, loss):
-            if step is None:
-                bar.close()
-                return
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{loss:.4f}")
-
-        return update
-    except ImportError:
-
-        def update(step, loss):
-            if step is not None and (step % 50 == 0 or step == total):
-                log.warning("%s step %d/%d loss %.4f", name, step, total, loss)
-
-        return update
 
 
 def train_from_config(
