@@ -184,8 +184,9 @@ class DeepSimRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onSceneStartClose(self, caller, event) -> None:
         # the scene goes away: a running registration is killed and its result never applied
-        self._stopJob()
-        self._log(_("The scene was closed: the registration was stopped."))
+        if self._job is not None:
+            self._stopJob()
+            self._log(_("The scene was closed: the registration was stopped."))
         self.setParameterNode(None)
         self._outputs = None
 
@@ -568,6 +569,7 @@ class DeepSimRegistrationLogic(ScriptedLoadableModuleLogic):
             movingMask=p.movingMask,
             outputTransform=p.outputTransform,
             python=self.python,
+            workDir=getattr(slicer.app, "temporaryPath", None),
         )
         if log is not None:
             log(_("Registration started in a separate process."))

@@ -186,3 +186,4 @@ def test_cancel_and_scene_close_stop_the_process(panel):
     widget.onSceneStartClose(None, None)
     assert job.state == "cancelled" and job.process._process.poll() is not None
     assert widget._job is None
+    assert "scene was closed" in ui.logTextEdit.lines[-1]
