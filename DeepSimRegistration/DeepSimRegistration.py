@@ -143,6 +143,7 @@ class DeepSimRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.similarityComboBox.addItem(_("model default"), "")
         for name in self.logic.similarities():
             self.ui.similarityComboBox.addItem(name, name)
+        self.ui.similarityComboBox.enabled = self.ui.similarityComboBox.count > 1
         self.ui.modelComboBox.currentIndexChanged.connect(self._onChoicesChanged)
         self.ui.deviceComboBox.currentIndexChanged.connect(self._onChoicesChanged)
         self.ui.similarityComboBox.currentIndexChanged.connect(self._onChoicesChanged)
@@ -445,9 +446,10 @@ class DeepSimRegistrationLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def similarities() -> tuple:
-        from deepsim.api import SIMILARITIES
+        """The similarity overrides the installed ``deepsim`` command accepts (may be none)."""
+        from DeepSimRegistrationLib.registration import similarityChoices
 
-        return SIMILARITIES
+        return similarityChoices()
 
     def whyNotReady(self, p, model) -> str:
         """Why Register cannot run now, in words for the panel ("" when it can)."""

@@ -62,6 +62,7 @@ __all__ = [
     "showHeatmap",
     "saveOutputs",
     "commandFlags",
+    "similarityChoices",
     "inSlicerTerms",
 ]
 
@@ -160,13 +161,24 @@ def defaultModelName(spatialDims: int) -> str | None:
         return None
 
 
-def commandFlags() -> set[str]:
-    """Options ``deepsim register`` understands (read from its parser, no torch)."""
+def _registerActions() -> list:
     from deepsim.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    return {o for a in sub.choices["register"]._actions for o in a.option_strings}
+    return sub.choices["register"]._actions
+
+
+def commandFlags() -> set[str]:
+    """Options ``deepsim register`` understands (read from its parser, no torch)."""
+    return {o for a in _registerActions() for o in a.option_strings}
+
+
+def similarityChoices() -> tuple:
+    """The similarities ``deepsim register --similarity`` accepts; empty while it has no such
+    option (the panel then offers only the model's own)."""
+    action = next((a for a in _registerActions() if "--similarity" in a.option_strings), None)
+    return tuple(action.choices or ()) if action is not None else ()
 
 
 _PANEL_NAMES = (
