@@ -110,6 +110,10 @@ class DeepSimRegistrationParameterNode:
     affine: bool = True
     ioSteps: Annotated[int, WithinRange(-1, 1000)] = -1  # -1: the preset's number
     modelSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    heatmap: Annotated[
+        str, Choice(["deepsim_after", "deepsim_before", "ncc_after", "ncc_before"])
+    ] = "deepsim_after"
+    heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
 
 #
@@ -217,6 +221,14 @@ class DeepSimRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._fillModels()
         self._selectData(self.ui.deviceComboBox, self._parameterNode.device)
         self._selectData(self.ui.similarityComboBox, self._parameterNode.similarity)
+        metric, when = self._parameterNode.heatmap.split("_")
+        for combo, text in (
+            (self.ui.heatmapMetricComboBox, "DeepSim" if metric == "deepsim" else "NCC"),
+            (self.ui.heatmapWhenComboBox, when),
+        ):  # both set before either reports a change, so neither overwrites the other
+            blocked = combo.blockSignals(True)
+            combo.setCurrentText(text)
+            combo.blockSignals(blocked)
         self._updateRegisterButton()
 
     @staticmethod
@@ -369,6 +381,8 @@ class DeepSimRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         return metric + "_" + (self.ui.heatmapWhenComboBox.currentText or "after")
 
     def onHeatmapChoiceChanged(self, text=None) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.heatmap = self._heatmapChoice()
         if self._outputs is None:
             return
         if not self.logic.showHeatmap(self._outputs, self._heatmapChoice()):

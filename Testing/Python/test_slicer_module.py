@@ -318,6 +318,8 @@ def test_parameter_node_restores_the_panel_after_a_scene_round_trip(tmp_path):
         "affine": False,
         "ioSteps": 40,
         "modelSpacing": 2.5,
+        "heatmap": "ncc_before",
+        "heatmapOpacity": 0.3,
     }
     for name, value in values.items():
         setattr(p, name, value)
