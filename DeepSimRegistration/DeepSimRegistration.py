@@ -148,9 +148,15 @@ class DeepSimRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         for name in self.logic.similarities():
             self.ui.similarityComboBox.addItem(name, name)
         self.ui.similarityComboBox.enabled = self.ui.similarityComboBox.count > 1
-        self.ui.modelComboBox.currentIndexChanged.connect(self._onChoicesChanged)
-        self.ui.deviceComboBox.currentIndexChanged.connect(self._onChoicesChanged)
-        self.ui.similarityComboBox.currentIndexChanged.connect(self._onChoicesChanged)
+        self.ui.modelComboBox.currentIndexChanged.connect(
+            lambda index: self._setParameter("model", self.ui.modelComboBox.currentText)
+        )
+        self.ui.deviceComboBox.currentIndexChanged.connect(
+            lambda index: self._setParameter("device", self.ui.deviceComboBox.currentData)
+        )
+        self.ui.similarityComboBox.currentIndexChanged.connect(
+            lambda index: self._setParameter("similarity", self.ui.similarityComboBox.currentData)
+        )
         self.ui.modelPathLineEdit.currentPathChanged.connect(self._updateRegisterButton)
         self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
@@ -241,8 +247,8 @@ class DeepSimRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         """Shipped models for the fixed volume's dimension, the documented default first."""
         p = self._parameterNode
         names = self.logic.modelNames(p.fixedVolume)
-        wanted = [self.ui.modelComboBox.itemText(n) for n in range(self.ui.modelComboBox.count)]
-        if wanted != [*names, MODEL_FILE_ITEM]:
+        listed = [self.ui.modelComboBox.itemText(n) for n in range(self.ui.modelComboBox.count)]
+        if listed != [*names, MODEL_FILE_ITEM]:
             blocked = self.ui.modelComboBox.blockSignals(True)
             self.ui.modelComboBox.clear()
             for name in [*names, MODEL_FILE_ITEM]:
@@ -251,14 +257,12 @@ class DeepSimRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         choice = p.model if p.model in (*names, MODEL_FILE_ITEM) else (names[0] if names else "")
         self.ui.modelComboBox.setCurrentText(choice or MODEL_FILE_ITEM)
 
-    def _onChoicesChanged(self, index=None) -> None:
+    def _setParameter(self, name: str, value) -> None:
+        """Keep a combo box's choice in the parameter node (only the one that changed, so a
+        restored choice whose item is not listed yet, like a GPU before torch, is kept)."""
         p = self._parameterNode
-        if p is None:
-            return
-        with slicer.util.NodeModify(p.parameterNode):
-            p.model = self.ui.modelComboBox.currentText
-            p.device = self.ui.deviceComboBox.currentData or "auto"
-            p.similarity = self.ui.similarityComboBox.currentData or ""
+        if p is not None and value is not None and getattr(p, name) != value:
+            setattr(p, name, value)
 
     def _modelChoice(self):
         name = self.ui.modelComboBox.currentText
@@ -314,7 +318,7 @@ class DeepSimRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.ui.deviceComboBox.addItem(label, value)
         self.ui.deviceComboBox.blockSignals(blocked)
         self._selectData(self.ui.deviceComboBox, current)
-        self._onChoicesChanged()
+        self._setParameter("device", self.ui.deviceComboBox.currentData)
 
     def _onTimer(self) -> None:
         job = self._job
