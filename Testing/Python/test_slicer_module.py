@@ -463,3 +463,19 @@ def test_summary_shows_time_device_similarity_folding_and_dice():
     for part in ("12.3 s", "cpu", "brain-3d", "0.12%", "0.410 -> 0.770", "0.200 -> 0.500"):
         assert part in text, part
     assert "Dice: 0.600 -> 0.800" in text and len(text.splitlines()) == 5
+
+
+def test_the_widget_talks_only_to_the_logic():
+    """No import of the module's libraries inside the widget class: it calls the Logic."""
+    import ast
+
+    tree = ast.parse(MODULE_FILE.read_text())
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Widget"))
+    imported = [
+        alias.name if isinstance(n, ast.Import) else n.module
+        for n in ast.walk(widget)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for alias in n.names
+    ]
+    assert not [m for m in imported if m.split(".")[0] in ("DeepSimRegistrationLib", "deepsim")]
+    assert "self.logic." in ast.get_source_segment(MODULE_FILE.read_text(), widget)
