@@ -268,18 +268,19 @@ def _maskImage(node, scene) -> Image:
     return Image((image.array > 0).astype(np.uint8), image.grid)
 
 
+@dataclass
 class RegistrationJob:
-    """One registration in flight: the child process, its work folder, and the node IDs it was
-    started for. ``state`` is the process's; :meth:`result` reads the output folder."""
+    """One registration in flight: the child process, its work folder, and the node IDs and
+    fixed grid it was started for (``frame``: the plane of a single-slice pair). ``state`` is
+    the process's; :meth:`result` reads the output folder."""
 
-    def __init__(self, process, workDir: Path, outDir: Path, fixedNodeID, movingNodeID, frame):
-        self.process = process
-        self.workDir = workDir
-        self.outDir = outDir
-        self.fixedNodeID = fixedNodeID
-        self.movingNodeID = movingNodeID
-        self.frame = frame
-        self.fixedGrid = None
+    process: RegistrationProcess
+    workDir: Path
+    outDir: Path
+    fixedNodeID: str
+    movingNodeID: str
+    fixedGrid: Grid
+    frame: PlaneFrame | None = None
 
     @property
     def state(self) -> str:
@@ -392,8 +393,9 @@ def startRegistration(
             if f"{role}-mask" in paths:
                 command += [f"--{role}-mask", paths[f"{role}-mask"]]
         process = RegistrationProcess(command, env=moduleEnvironment(MODULE_DIR), cwd=str(work))
-        job = RegistrationJob(process, work, out, fixedNode.GetID(), movingNode.GetID(), frame)
-        job.fixedGrid = fixed.grid
+        job = RegistrationJob(
+            process, work, out, fixedNode.GetID(), movingNode.GetID(), fixed.grid, frame
+        )
         process.start()
         return job
     except BaseException:
