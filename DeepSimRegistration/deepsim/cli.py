@@ -44,6 +44,24 @@ EXAMPLES:
 """
 
 
+class _SimilarityChoices:
+    """``--similarity`` choices: the names (what menus list) and any weighted sum of them."""
+
+    def __iter__(self):
+        from .presets import SIMILARITIES
+
+        return iter(SIMILARITIES)
+
+    def __contains__(self, text) -> bool:
+        from .presets import parse_similarity
+
+        try:
+            parse_similarity(str(text))
+        except ValueError:
+            return False
+        return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepsim",
@@ -92,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument(
         "--similarity",
         metavar="S",
+        choices=_SimilarityChoices(),
         help="similarity of the instance optimisation, overriding the model's default: "
         "mind, ncc, deepsim or a weighted sum such as 'ncc+3*mind'",
     )

@@ -23,7 +23,7 @@ __all__ = [
     "engine_settings",
 ]
 
-SIMILARITIES = ("ncc", "mind", "deepsim")
+SIMILARITIES = ("ncc", "mind", "deepsim")  # menus list them in this order
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def test_preset_similarity_and_io_steps_reach_the_engine(pair2d, tmp_path, tiny_
             assert [lv["shrink"] for lv in summary["engine"]["levels"]] == [
                 lv.shrink for lv in PRESETS["fast"]
             ]
-    assert "unknown 'foo'" in _error(
+    assert "invalid choice: 'foo'" in _error(
         "register", f, m, "--out", tmp_path / "x", "--model", tiny_model_2d, "--similarity", "foo"
     )
 
