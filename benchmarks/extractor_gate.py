@@ -123,11 +123,17 @@ def segmentation_dice(model, name: str) -> float:
     return mean_foreground_dice(labels, pred, labels=[1, 2, 3])
 
 
-def gate_model(name: str, draws: int) -> list[dict]:
+def load(name: str):
+    """A shipped model by name, or any model file (an extractor's own file too) by path."""
     from deepsim.api import catalogue
     from deepsim.modelio import load_model
 
-    model = load_model(catalogue()[name].path)
+    models = catalogue()
+    return load_model(models[name].path if name in models else Path(name))
+
+
+def gate_model(name: str, draws: int) -> list[dict]:
+    model = load(name)
     extractor = model.extractor
     if extractor is None:
         return []
@@ -164,7 +170,7 @@ def main(argv=None) -> int:
     from deepsim.api import catalogue
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="*", help="shipped model names (default: all)")
+    p.add_argument("--models", nargs="*", help="shipped model names or model files (default: all)")
     p.add_argument("--draws", type=int, default=6, help="intensity draws per image")
     p.add_argument("--out", type=Path, default=RESULTS / "extractor_gate.json")
     args = p.parse_args(argv)
@@ -173,9 +179,7 @@ def main(argv=None) -> int:
     rows, dice = [], []
     for name in names:
         rows += gate_model(name, args.draws)
-        from deepsim.modelio import load_model
-
-        model = load_model(catalogue()[name].path)
+        model = load(name)
         if model.extractor is not None and model.config["networks"]["extractor"]["kind"] == (
             "segmentation"
         ):
