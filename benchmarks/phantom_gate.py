@@ -79,7 +79,6 @@ def phantom_pair(seed: int, grid) -> dict:
 def run(model, pairs, grid, io_steps=None) -> list[dict]:
     from deepsim.training.evaluate import evaluate_pairs
 
-    torch.set_num_threads(2)
     return evaluate_pairs(pairs, model, grid, io_steps=io_steps, device="cpu")["per_pair"]
 
 
@@ -122,7 +121,7 @@ def main(argv=None) -> int:
     from deepsim.modelio import load_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="*", help="3D shipped models (default: all 3D)")
+    p.add_argument("--models", nargs="*", help="3D shipped models or model files (default: all 3D)")
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     p.add_argument("--out", type=Path, default=RESULTS / "phantom_gate.json")
     args = p.parse_args(argv)
@@ -132,7 +131,7 @@ def main(argv=None) -> int:
     pairs = [phantom_pair(s, grid) for s in args.seeds]
     results = {"identity": {"identity": identity_rows(pairs, grid)}}
     for name in names:
-        model = load_model(cat[name].path, spatial_dims=3)
+        model = load_model(cat[name].path if name in cat else Path(name), spatial_dims=3)
         steps = model.info.default_io_steps
         results[name] = {f"default (io {steps})": run(model, pairs, grid)}
         results[name]["network only"] = run(model, pairs, grid, io_steps=0)
