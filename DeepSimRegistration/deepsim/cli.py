@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "PROGRESS_PREFIX"]
 
 log = logging.getLogger("deepsim")
 
@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the network on a grid of this spacing instead of the model's (coarser: faster)",
     )
     reg.add_argument("--no-figure", action="store_true", help="do not write overview.png")
+    reg.add_argument(
+        "--progress-lines",
+        action="store_true",
+        help="report progress as lines 'deepsim-progress FRACTION MESSAGE' on stdout instead of a "
+        "bar (for programs that run deepsim, such as the Slicer module)",
+    )
 
     tr = sub.add_parser(
         "train",
@@ -134,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the shipped models")
     return parser
+
+
+PROGRESS_PREFIX = "deepsim-progress"
+
+
+def _progress_line(fraction: float, message: str) -> None:
+    """One ``deepsim-progress FRACTION MESSAGE`` line on stdout (``--progress-lines``)."""
+    print(f"{PROGRESS_PREFIX} {fraction:.4f} {message}", flush=True)
 
 
 def _check_output_dir(out: Path) -> None:
@@ -181,15 +195,21 @@ def cmd_register(args) -> int:
         io_steps=args.io_steps,
         model_spacing=args.model_spacing,
     )
-    with ProgressBar(100) as bar:
+    bar = None if args.progress_lines else ProgressBar(100)
+    try:
         result = register(
             fixed,
             moving,
             model,
             opts,
-            progress=lambda fraction, message: bar.show(round(100 * fraction), message),
+            progress=_progress_line
+            if bar is None
+            else lambda fraction, message: bar.show(round(100 * fraction), message),
             **labels,
         )
+    finally:
+        if bar is not None:
+            bar.close()
     written = write_outputs(result, args.out, moving=moving, fixed=fixed, figure=not args.no_figure)
     s = result.summary
     line = (
