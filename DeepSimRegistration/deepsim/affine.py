@@ -33,7 +33,9 @@ def affine_prealign(
 
     Both images are block-averaged to about ``spacing`` mm; then moments initialisation, Mattes
     mutual information on a regular 20 % voxel sample and regular-step gradient descent over a
-    ``shrink`` pyramid. Deterministic for given inputs.
+    ``shrink`` pyramid. The result is kept only if it matches the images better than the identity
+    by that metric (sparse content such as cells can mislead the moments start); otherwise the
+    identity is returned. Deterministic for given inputs.
     """
     import SimpleITK as sitk
 
@@ -70,6 +72,9 @@ def affine_prealign(
     affine = sitk.AffineTransform(
         result.GetNthTransform(0) if result.GetName() == "CompositeTransform" else result
     )
+    if _metric(f, m, affine) >= _metric(f, m, sitk.AffineTransform(d)):
+        log.info("affine pre-alignment: no better than the identity, identity kept")
+        return np.eye(d + 1)
     a = np.asarray(affine.GetMatrix()).reshape(d, d)
     c = np.asarray(affine.GetCenter())
     t = np.asarray(affine.GetTranslation())
@@ -77,3 +82,17 @@ def affine_prealign(
     out[:d, :d] = a
     out[:d, d] = t + c - a @ c
     return out
+
+
+def _metric(fixed, moving, transform) -> float:
+    """Mattes mutual information (lower = better) of ``moving`` through ``transform``, on the
+    same regular sample as the optimisation, at full resolution of the block-averaged images."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(32)
+    reg.SetMetricSamplingStrategy(reg.REGULAR)
+    reg.SetMetricSamplingPercentage(0.2, 1)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetInitialTransform(transform, inPlace=False)
+    return float(reg.MetricEvaluate(fixed, moving))
