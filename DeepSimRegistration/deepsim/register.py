@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .geometry import Grid, Image, model_grid, overlap_fraction, resample, sample_on_grid
+from .inputs import check_labels, check_model_spacing, check_pipeline_size
 from .jacobian import jacobian_det
 from .metrics import dice_per_label, folding_percent, mean_foreground_dice, std_log_jacobian
 from .modelio import LoadedModel
@@ -175,14 +176,15 @@ def register(
     check_finite_nonconstant(fixed.array, "fixed image")
     check_finite_nonconstant(moving.array, "moving image")
     for lab, img, what in ((fixed_labels, fixed, "fixed"), (moving_labels, moving, "moving")):
-        if lab is not None and lab.array.shape != img.array.shape:
-            raise ValueError(
-                f"{what} labels shape {lab.array.shape} != {what} image shape {img.array.shape}"
-            )
+        if lab is not None:
+            check_labels(lab, img, f"{what} labels")
     device = select_device(opts.device)
     pre = model.preprocessing
+    if opts.model_spacing is not None:
+        check_model_spacing(opts.model_spacing, "the model spacing (--model-spacing)")
     spacing = opts.model_spacing if opts.model_spacing is not None else pre["spacing"]
     grid = model_grid(fixed.grid, spacing, pre["multiple"], pre["orientation"], pre["max_voxels"])
+    check_pipeline_size(fixed, moving, grid, opts.affine)
     needed, available = (
         _estimate_bytes(model, grid, fixed.grid, opts.io_steps),
         _available_bytes(device),
