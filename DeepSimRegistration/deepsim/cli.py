@@ -245,7 +245,10 @@ def cmd_warp(args) -> int:
 def cmd_models(args) -> int:
     from .modelio import models_dir, shipped_models
 
-    models = shipped_models()
+    skipped = []
+    models = shipped_models(skipped)
+    for reason in skipped:
+        print(f"deepsim models: skipped: {reason}", file=sys.stderr)
     if not models:
         print(f"no shipped models in {models_dir()}")
         return 1
@@ -263,15 +266,31 @@ def cmd_models(args) -> int:
 def cmd_train(args) -> int:
     from .train import train_from_config
 
-    train_from_config(
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps {args.steps}: nothing would be trained; give at least 1 step")
+    outcome = train_from_config(
         args.config, out=args.out, steps=args.steps, device=args.device, resume=not args.no_resume
     )
+    if outcome.step == outcome.start_step:
+        print(
+            f"nothing was trained: the checkpoint is already at step {outcome.step}, the configured "
+            "number of steps; raise --steps to train further"
+        )
+    else:
+        print(f"trained steps {outcome.start_step + 1}..{outcome.step}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
+    from .config_checks import SPLITS
     from .evaluate import evaluate_model
 
+    if args.split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}; got {args.split!r}")
+    if args.pairs < 1:
+        raise ValueError(f"--pairs must be at least 1, got {args.pairs}")
+    if args.io_steps is not None and args.io_steps < 0:
+        raise ValueError(f"--io-steps must be >= 0, got {args.io_steps}")
     report = evaluate_model(
         args.data,
         args.model,

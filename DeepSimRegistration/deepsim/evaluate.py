@@ -8,12 +8,12 @@ std log|J| and, where the data know the true displacement, the endpoint error in
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from .config_checks import check_data_config, read_json_config
 from .geometry import Grid, Image
 from .metrics import mean_foreground_dice
 
@@ -92,8 +92,9 @@ def evaluate_model(
     from .datasets import make_source
     from .modelio import load_model, resolve_model
 
-    cfg = json.loads(Path(data_config).read_text())
+    cfg = read_json_config(data_config, "data config")
     data = cfg["data"] if "data" in cfg else cfg
+    check_data_config(data, f"data config {data_config}")
     source = make_source(data, split, int(cfg.get("seed", 0)))
     items = [source.pair(i) for i in range(pairs)]
     grid = data_grid(data, tuple(items[0]["fixed"].shape[2:]))

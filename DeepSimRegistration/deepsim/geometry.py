@@ -217,14 +217,13 @@ def _read_checked(path: Path, what: str):
     """``sitk.ReadImage`` of a 2D or 3D file that is complete and placed usably in space."""
     import SimpleITK as sitk
 
-    from .inputs import check_file_complete, check_sitk_geometry
+    from .inputs import check_file_complete, check_sitk_geometry, itk_reason
 
     check_file_complete(path, what)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
-        raise ValueError(f"cannot read {what} {path}: {first}") from err
+        raise ValueError(f"cannot read {what} {path}: {itk_reason(err)}") from None
     if image.GetDimension() not in (2, 3):
         raise ValueError(
             f"{what} {path} is {image.GetDimension()}D; only 2D and 3D images are supported"

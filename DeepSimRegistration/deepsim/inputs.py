@@ -29,6 +29,7 @@ __all__ = [
     "check_pipeline_size",
     "check_displacement",
     "fmt",
+    "itk_reason",
 ]
 
 MIN_VOXELS = 4
@@ -48,6 +49,18 @@ def fmt(values, unit: str = "") -> str:
     """``(1.5, -2, 0.25) mm``: numbers as a user writes them (no ``np.float64(...)``)."""
     text = ", ".join(f"{float(v):.6g}" for v in np.ravel(values))
     return f"({text})" + (f" {unit}" if unit else "")
+
+
+def itk_reason(err: Exception) -> str:
+    """The problem an ITK exception names, without its source paths, object addresses or raw
+    matrices (``Bad direction, determinant is 0`` -> a sentence about the file's orientation)."""
+    text = str(err)
+    if "Bad direction" in text:
+        return "its orientation (direction cosines) is degenerate: two axes point the same way"
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    line = next((x for x in lines if "ERROR:" in x), lines[-1] if lines else "unknown error")
+    line = re.sub(r".*ERROR:\s*(\w+\(0x[0-9a-f]+\):\s*)?", "", line)
+    return line.split(". ")[0].strip().rstrip(".") or "unknown error"
 
 
 def check_file_complete(path: str | Path, what: str) -> None:

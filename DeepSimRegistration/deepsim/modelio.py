@@ -14,15 +14,15 @@ optimisation); a feature-extractor model has ``extractor`` only.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .config_checks import ConfigError, check_model_payload, load_torch_file
 from .networks import NetworkConfig, build_network
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "resolve_model",
     "DEFAULT_PREPROCESSING",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "deepsim"
 VERSION = 1
@@ -106,27 +108,12 @@ def save_model(path: str | Path, networks: dict[str, nn.Module], config: dict) -
 
 def read_model_file(path: str | Path) -> tuple[dict, dict]:
     """``(config, state_dicts)`` of a model file, checked, without building networks."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise ModelFileError(
-            f"cannot load model file {path}: it is corrupt or not a deepsim model ({type(err).__name__})"
-        ) from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a deepsim model file (no 'format': '{FORMAT}' entry)")
-    if payload.get("version", 0) > VERSION:
-        raise ModelFileError(
-            f"{path} has model format version {payload['version']}; this deepsim reads {VERSION}"
+        return check_model_payload(
+            load_torch_file(path, "model file", "deepsim model"), path, FORMAT, VERSION
         )
-    try:
-        config = json.loads(payload["config"])
-        states = payload["networks"]
-    except (KeyError, TypeError, json.JSONDecodeError) as err:
-        raise ModelFileError(f"{path}: malformed model file ({err})") from err
-    return config, states
+    except ConfigError as err:
+        raise ModelFileError(str(err)) from None
 
 
 def load_model(path: str | Path, device="cpu", spatial_dims: int | None = None) -> LoadedModel:
@@ -148,7 +135,7 @@ def load_model(path: str | Path, device="cpu", spatial_dims: int | None = None) 
             cfg = NetworkConfig.from_dict(config["networks"][name])
             net = build_network(cfg)
             net.load_state_dict(state, strict=True)
-        except (KeyError, ValueError, RuntimeError) as err:
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
             raise ModelFileError(
                 f"{path}: network {name!r} does not match its config ({err})"
             ) from err
@@ -164,14 +151,20 @@ def models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "Resources" / "Models"
 
 
-def shipped_models() -> dict[str, dict]:
-    """Name -> ``{"path", "spatial_dims", "description", "default"}`` of the shipped models."""
+def shipped_models(skipped: list[str] | None = None) -> dict[str, dict]:
+    """Name -> ``{"path", "spatial_dims", "description", "default"}`` of the shipped models. A file
+    that cannot be read is left out (one bad file never hides the others), its reason appended to
+    ``skipped`` when given, else logged."""
     out = {}
     folder = models_dir()
     for path in sorted(folder.glob("*.pt")):
         try:
             config, _ = read_model_file(path)
-        except ModelFileError:
+        except ModelFileError as err:
+            if skipped is None:
+                log.warning("skipping %s: %s", path.name, err)
+            else:
+                skipped.append(str(err))
             continue
         if "registration" not in config.get("networks", {}):
             continue
