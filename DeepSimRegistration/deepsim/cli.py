@@ -29,8 +29,8 @@ Register MOVING to FIXED with a DeepSim registration network and write into DIR:
   overview.png                  fixed / moving / warped / grid / heatmaps (needs matplotlib)
 
 IMAGES: any 2D or 3D scalar format SimpleITK reads (NIfTI, NRRD, MHA, ...), any size, spacing
-and orientation; both are handled in physical space. Outputs are written only when the whole
-registration succeeded.
+and orientation; both are handled in physical space. DIR must be new, empty or hold only an
+earlier run's outputs; it is replaced whole when the registration succeeded, else left as it was.
 
 TRANSFORM: displacement.nii.gz uses the resampling convention in LPS physical space: for a fixed
 point x (mm), x + d(x) is the corresponding moving point. It is the complete mapping (affine

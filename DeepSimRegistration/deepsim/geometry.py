@@ -320,7 +320,8 @@ def model_grid(
     size = (np.ceil(size / multiple) * multiple).astype(int)
     if max_voxels is not None and int(np.prod(size)) > max_voxels:
         raise MemoryError(
-            f"the model grid would have {int(np.prod(size))} voxels ({tuple(size)}), more than the "
+            f"the model grid would have {int(np.prod(size))} voxels "
+            f"({' x '.join(str(int(n)) for n in size[::-1])}), more than the "
             f"limit of {max_voxels}; use a coarser model grid spacing"
         )
     lin = direction * spacing

@@ -46,6 +46,7 @@ class Case:
     build: Callable[[Env, Path], list[str]]
     expect: str | None  # a fragment the error names; None: the command must succeed
     check: Callable[[Path], None] | None = None  # after a success
+    policy: bool = False  # refusal is this version's policy; earlier ones may accept it safely
 
 
 def write(image: Image, path: Path) -> Path:
@@ -78,8 +79,8 @@ def make_env(root: Path, register: Callable[[list[str]], None]) -> Env:
     prev = root / "prev"
     register(
         ["register", f, m, "--out", prev, "--model", m2, "--fixed-labels", fl]
-        + ["--moving-labels", ml, "--device", "cpu"]
-    )
+        + ["--moving-labels", ml, "--device", "cpu", "--io-steps", "2"]
+    )  # the cases run without instance optimisation: any file they overwrite changes
     prev_warp = root / "prev.nii.gz"
     shutil.copy(ml, prev_warp)
     return Env(root, f, m, fl, ml, m2, m3, prev, prev_warp)
@@ -332,6 +333,16 @@ CASES: list[Case] = [
         _ok_outputs(BASIC),
     ),
     Case(
+        "unreplaceable-target-in-earlier-run",
+        1,
+        lambda e, w: (
+            (w / "prev" / "jacobian.nii.gz").unlink(),
+            (w / "prev" / "jacobian.nii.gz").mkdir(),
+            reg(e, w),
+        )[-1],
+        "deepsim did not write (jacobian.nii.gz/)",
+    ),
+    Case(
         "out-holds-user-files",
         1,
         lambda e, w: (
@@ -340,6 +351,7 @@ CASES: list[Case] = [
             reg(e, w)[:4] + [w / "mine"] + reg(e, w)[5:],
         )[-1],
         "deepsim did not write (notes.txt)",
+        policy=True,
     ),
     Case(
         "out-holds-a-subfolder-named-like-an-output",
@@ -355,7 +367,7 @@ CASES: list[Case] = [
         "out-is-a-file",
         1,
         lambda e, w: reg(e, w)[:4] + [w / "prev.nii.gz"] + reg(e, w)[5:],
-        "a file of that name exists",
+        "cannot create output folder",
     ),
     Case(
         "failure-after-earlier-run",
