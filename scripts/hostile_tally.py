@@ -60,11 +60,11 @@ def classify(case: hc.Case, env: hc.Env, work: Path, code: Path, timeout: float)
         except AssertionError as failure:
             return "silent wrong", str(failure).splitlines()[0]
         return "works", ""
+    if rc == 0:  # a success replaces the earlier run: the question is whether it had to refuse
+        return ("works", "accepted safely") if case.policy else ("silent wrong", "exit 0")
     after = hc.snapshot(work)
     if any(after.get(name) != data for name, data in before.items()):
         return "data lost", last
-    if rc == 0:
-        return ("works", "accepted safely") if case.policy else ("silent wrong", "exit 0")
     return ("clear error" if case.expect in err else "unhelpful message"), last
 
 

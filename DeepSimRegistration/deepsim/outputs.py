@@ -67,7 +67,7 @@ class OutputFolder:
             self.out = self.out.resolve()
         self.staging: Path | None = None
         self._lock_fd: int | None = None
-        self._created = False
+        self._created: list[Path] = []  # folders this run made, deepest first
         self._committed = False
 
     def __enter__(self) -> "OutputFolder":
@@ -109,11 +109,12 @@ class OutputFolder:
                     "folder, or one holding only an earlier deepsim run"
                 )
         else:
+            self._created = [p for p in (out, *out.parents) if not p.exists()]
             try:
                 out.mkdir(parents=True)
             except OSError as err:
+                self._created = []
                 raise OSError(f"cannot create output folder {out}: {err.strerror}") from err
-            self._created = True
         if not os.access(out.parent, os.W_OK | os.X_OK) or not os.access(out, os.W_OK | os.X_OK):
             raise PermissionError(f"output folder {out} is not writable (nor its parent folder)")
 
@@ -144,11 +145,12 @@ class OutputFolder:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)  # after commit: the earlier run
             self.staging = None
-        if self._created and not self._committed:
-            try:
-                self.out.rmdir()  # we made it for the lock; leave no trace
-            except OSError:
-                pass
+        if not self._committed:
+            for folder in self._created:  # made for the lock: leave no trace
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -110,13 +110,20 @@ def _available_bytes(device: torch.device) -> int | None:
 
 
 def _estimate_bytes(model: LoadedModel, grid: Grid, fixed: Grid, io_steps: int) -> int:
-    """Rough peak memory: network activations on the model grid plus the fixed-grid outputs."""
+    """Rough peak memory of the whole run: network activations on the model grid, the fixed-grid
+    outputs and their writing, and the overview figure (one display slice at the finest spacing)."""
     net = model.registration
     width = net.backbone.out_channels
     per_voxel = 4 * (4 * width + 16)
     if io_steps:
         per_voxel *= 6  # activations kept for the backward pass
-    return int(np.prod(grid.shape)) * per_voxel + int(np.prod(fixed.shape)) * 8 * 24
+    extent = np.asarray(fixed.shape) * fixed.spacing
+    display_slice = np.prod(np.sort(extent)[-2:]) / float(fixed.spacing.min()) ** 2
+    return (
+        int(np.prod(grid.shape)) * per_voxel
+        + int(np.prod(fixed.shape)) * 8 * 24
+        + int(display_slice) * 4 * 16  # ~16 float32 slice arrays: views, grid lines, canvas
+    )
 
 
 class _Stages:

@@ -137,7 +137,7 @@ def test_failure_into_a_new_folder_leaves_no_trace(env, tmp_path):
     argv[4] = tmp_path / "new" / "deeper"
     rc, _, err = run_cli(argv)
     assert rc == 2 and "float32 range" in err
-    assert not (tmp_path / "new" / "deeper").exists()
+    assert not (tmp_path / "new").exists()
 
 
 def test_sigterm_cleans_up_like_ctrl_c(env, tmp_path):
