@@ -58,22 +58,6 @@ PAD = 12  # voxels of padding of the coordinate images beyond the moving grid
 
 
 # --------------------------------------------------------------------------------------------
-# model
-
-
-def find_model(dims: int = 3) -> tuple[Path | None, str]:
-    """The shipped model, else the training run's model file; (None, why) when neither exists."""
-    name = "brain-3d" if dims == 3 else "general-2d"
-    for path in (
-        ROOT / "DeepSimRegistration" / "Resources" / "Models" / f"{name}.pt",
-        ROOT / "runs" / name / "registration" / "model.pt",
-    ):
-        if path.is_file():
-            return path, str(path.relative_to(ROOT))
-    return None, f"no {name} model (neither shipped nor in runs/{name}/registration)"
-
-
-# --------------------------------------------------------------------------------------------
 # conversions
 
 
@@ -168,7 +152,8 @@ DEEPSIM_IO = {"deepsim": None, "deepsim_net": 0, "deepsim_io20": 20}
 
 
 def run_deepsim(model, fixed, moving, io_steps: int):
-    from deepsim.register import RegistrationOptions, register
+    from deepsim.api import RegistrationOptions
+    from deepsim.register import register
 
     opts = RegistrationOptions(device="cpu", io_steps=io_steps, heatmaps=False, warped=True)
     t0 = time.perf_counter()
@@ -190,31 +175,22 @@ def evaluate(
 ) -> dict:
     """Quality of one fixed -> moving displacement ``(*fixed.shape, D)`` in LPS mm.
 
-    Dice of the moving labels resampled (nearest neighbour) through the field against the fixed
-    labels; folding % and std log|J| of the signed Jacobian (central differences, mm) over the
-    whole fixed grid; endpoint error (mm, mean over the fixed foreground) when ``gt_mm`` is known.
+    :func:`deepsim.scoring.score_on_fixed_grid_mm` (Dice of the warped moving labels, folding %
+    and std log|J| on the whole fixed grid, endpoint error in mm over the fixed foreground when
+    ``gt_mm`` is known), stored under this benchmark's result keys.
     """
-    import torch
+    from deepsim.scoring import score_on_fixed_grid_mm
 
-    from deepsim.jacobian import jacobian_det
-    from deepsim.metrics import dice_per_label, folding_percent, std_log_jacobian
-    from deepsim.register import warp_image
-
-    grid = fixed_labels.grid
-    warped = warp_image(moving_labels, grid, displacement, "nearest").array
-    dice = dice_per_label(fixed_labels.array, warped)
-    disp = torch.from_numpy(np.ascontiguousarray(displacement, np.float64)).movedim(-1, 0)[None]
-    jac = jacobian_det(disp, grid.linear)[0, 0].numpy()
+    score = score_on_fixed_grid_mm(fixed_labels, moving_labels, displacement, gt_mm)
     out = {
-        "dice": {str(k): v for k, v in dice.items()},
-        "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
-        "folding_percent": folding_percent(jac),
-        "std_log_jacobian": std_log_jacobian(jac),
+        "dice": score.dice_per_label,
+        "mean_dice": score.mean_dice,
+        "folding_percent": score.folding_percent_fixed_grid,
+        "std_log_jacobian": score.std_log_jacobian_fixed_grid,
         "runtime_s": round(float(runtime_s), 3),
     }
-    if gt_mm is not None:
-        mask = fixed_labels.array > 0
-        out["epe_mm"] = float(np.linalg.norm(displacement - gt_mm, axis=-1)[mask].mean())
+    if score.endpoint_error_mm is not None:
+        out["epe_mm"] = score.endpoint_error_mm
     return out
 
 
@@ -232,9 +208,9 @@ def field_check(moving, fixed_grid, displacement, tool_warped: np.ndarray, mask)
 
 
 def load_pairs(args) -> list[dict]:
-    from deepsim.anatomy import available, reference_image
-    from deepsim.benchdata import semi_synthetic_pairs, template_pairs
     from deepsim.geometry import Grid, Image
+    from deepsim.training.anatomy import available, reference_image
+    from deepsim.training.benchdata import semi_synthetic_pairs, template_pairs
 
     grid = Grid.from_sitk(reference_image())
     pairs = []
@@ -276,8 +252,8 @@ def translation_pair(shift_mm: np.ndarray) -> dict:
     correct answer is ``d(x) = t`` everywhere."""
     import SimpleITK as sitk
 
-    from deepsim.anatomy import load_anatomy, reference_image
     from deepsim.geometry import Grid, Image, from_sitk, to_sitk
+    from deepsim.training.anatomy import load_anatomy, reference_image
 
     image, labels, _ = load_anatomy("mni2009a")
     grid = Grid.from_sitk(reference_image())
@@ -381,15 +357,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("deepsim").setLevel(logging.WARNING)
 
+    from deepsim.api import resolve_model
     from deepsim.modelio import load_model
 
     methods = [m for m in args.methods.split(",") if m]
     notes = []
-    model_path, model_note = find_model(3)
-    model = load_model(model_path, spatial_dims=3) if model_path is not None else None
-    if model is None:
-        notes.append(f"DeepSim not run: {model_note}")
-        methods = [m for m in methods if not m.startswith("deepsim")]
+    model_path = resolve_model("brain-3d", 3)
+    model_note = str(model_path.relative_to(ROOT))
+    model = load_model(model_path, spatial_dims=3)
     for tool, module in (("ants_syn", "ants"), ("elastix", "itk")):
         if tool in methods:
             try:

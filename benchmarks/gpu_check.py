@@ -19,9 +19,10 @@ import time
 import numpy as np
 import torch
 
+from deepsim.api import RegistrationOptions
 from deepsim.geometry import Grid, Image
 from deepsim.modelio import load_model, resolve_model
-from deepsim.register import RegistrationOptions, register
+from deepsim.register import register
 from deepsim.similarity import DeepSimLoss, local_ncc_map
 from deepsim.warp import warp
 

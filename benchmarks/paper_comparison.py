@@ -36,7 +36,7 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/paper_comparison.py --budget 400
     python benchmarks/paper_comparison.py --dims 3 --optimiser io --budget 60 --val-real-image-prob 1 \
-        --extractors seg=DeepSimRegistration/Resources/Models/brain-3d.pt,ae=runs/brain-3d-ae/ae-extractor/model.pt \
+        --extractors seg=DeepSimRegistration/deepsim/models/brain-3d.pt,ae=runs/brain-3d-ae/ae-extractor/model.pt \
         --deepsim-levels 0
 """
 
@@ -63,6 +63,18 @@ from common import (  # noqa: E402
     write_json,
 )
 from common import METHOD_NAMES as LABELS  # noqa: E402
+from figures import boxplot, grid_figure  # noqa: E402
+from paper_data import (  # noqa: E402
+    N_CLASSES,
+    TEST_SLICES,
+    TRAIN_SLICES,
+    SliceSeededPairs,
+    add_noise,
+    data_config,
+    evaluate_field,
+    noise_region,
+    test_pairs,
+)
 
 log = logging.getLogger("paper_comparison")
 
@@ -70,84 +82,6 @@ METRICS = ["mse", "ncc", "ncc_sup", "deepsim_ae", "deepsim_seg", "vgg"]
 # centre of each metric's lambda grid (log2); the paper's brain values are MSE 0.08, NCC 1,
 # NCC_sup 2, DeepSim_ae 1, DeepSim_seg 2 (deepsim-paper.md Sec. 3.4)
 CENTRE_LOG2 = {"mse": -4, "ncc": 0, "ncc_sup": 0, "deepsim_ae": 0, "deepsim_seg": 0, "vgg": 0}
-N_CLASSES = 4  # background + the tissue scheme's grey matter, white matter, CSF
-TRAIN_SLICES = list(range(30, 68, 2))  # axial fsaverage slices that seed 2D training pairs
-TEST_SLICES = [36, 42, 48, 54, 60]  # axial positions of the held-out 2D test pairs
-
-
-# --------------------------------------------------------------------------------------------
-# training data: fsaverage-seeded synthetic pairs, 2D slices or 3D volumes
-
-
-class SliceSeededPairs:
-    """Training/validation source of :func:`deepsim.train.train` for 2D: synthetic pairs seeded by
-    axial fsaverage slices (tissue labels and image), with the source interface of
-    :mod:`deepsim.datasets` (``sample(generator, device)``, ``pair(index, device)``).
-
-    The library's ``synthetic`` data kind seeds only with whole 3D anatomies, so the 2D comparison
-    plugs this source in (see :func:`_install_source`)."""
-
-    def __init__(self, data: dict, split: str, seed: int):
-        from deepsim.anatomy import load_anatomy, tissue_labels
-        from deepsim.synth import SynthConfig, SyntheticPairs
-
-        image, labels, _ = load_anatomy("fsaverage")
-        labels = tissue_labels("fsaverage", "tissue", labels)
-        seeds = [
-            (
-                torch.from_numpy(np.ascontiguousarray(labels[k], np.int64)),
-                torch.from_numpy(np.ascontiguousarray(image[k], np.float32)),
-            )
-            for k in data["slices"]
-        ]
-        shape = tuple(image.shape[1:])
-        config = SynthConfig.from_dict(data.get("synth", {}))
-        offset = 0 if split == "train" else 10_000_019
-        self.pairs = SyntheticPairs(shape, config, seed + offset, seeds=seeds)
-
-    def sample(self, generator, device="cpu") -> dict:
-        return _keep(self.pairs.sample(generator), device)
-
-    def pair(self, index, device="cpu") -> dict:
-        return _keep(self.pairs.pair(index), device)
-
-
-def _keep(item: dict, device) -> dict:
-    keys = ("fixed", "moving", "fixed_labels", "moving_labels")
-    return {k: item[k].to(device) for k in keys}
-
-
-def _install_source() -> None:
-    """Let ``train()`` build :class:`SliceSeededPairs` for ``data.kind == "fsaverage-slices"``;
-    every other kind goes to the library's own ``make_source``."""
-    import deepsim.datasets as datasets
-
-    if getattr(datasets.make_source, "_bench", False):
-        return
-    original = datasets.make_source
-
-    def make_source(data, split="train", seed=0, preprocessing=None):
-        if data.get("kind") == "fsaverage-slices":
-            return SliceSeededPairs(data, split, seed)
-        return original(data, split, seed, preprocessing)
-
-    make_source._bench = True
-    datasets.make_source = make_source
-
-
-def data_config(dims: int) -> dict:
-    # as configs/brain-3d.json, all pairs fsaverage-seeded (so every pair has tissue labels)
-    synth = {"seed_prob": 1.0, "real_image_prob": 0.7, "max_disp": 4.0, "seed_max_disp": 4.0}
-    if dims == 2:
-        return {"kind": "fsaverage-slices", "slices": TRAIN_SLICES, "synth": synth}
-    return {
-        "kind": "synthetic",
-        "shape": [96, 112, 96],
-        "crop": [64, 64, 64],
-        "anatomies": ["fsaverage"],
-        "label_scheme": "tissue",
-        "synth": synth,
-    }
 
 
 def base_config(args, name: str, task: str) -> dict:
@@ -191,7 +125,7 @@ def _done(run: Path, cfg: dict) -> bool:
 def _train(cfg: dict, run: Path) -> dict:
     """Train (or resume) one run; returns the best validation metrics of its model file."""
     from deepsim.modelio import read_model_file
-    from deepsim.train import train
+    from deepsim.training.train import train
 
     if not _done(run, cfg):
         t0 = time.perf_counter()
@@ -242,72 +176,6 @@ def lambda_grid(metric: str, exponents: list[int]) -> list[float]:
 # test pairs and evaluation
 
 
-def test_pairs(args) -> list[dict]:
-    """Held-out test pairs: semi-synthetic mni2009a and real fsaverage <-> mni2009a pairs."""
-    from deepsim.benchdata import semi_synthetic_pairs, template_pairs
-
-    pairs = []
-    positions = TEST_SLICES if args.dims == 2 else [None]
-    for position in positions:
-        seed = args.test_seed + (position or 0)
-        kwargs = {"slice_index": position} if args.dims == 2 else {}
-        for p in semi_synthetic_pairs(
-            "mni2009a", args.test_pairs, seed, spatial_dims=args.dims, scheme="tissue", **kwargs
-        ):
-            pairs.append(
-                {
-                    "set": "semi_synthetic",
-                    "id": f"mni2009a-s{position}-{p['index']}",
-                    **_keep(p, "cpu"),
-                    "disp": p["disp"],
-                }
-            )
-        for p in template_pairs(["fsaverage", "mni2009a"], spatial_dims=args.dims, **kwargs):
-            pairs.append(
-                {
-                    "set": "templates",
-                    "id": f"{p['moving_name']}->{p['fixed_name']}-s{position}",
-                    **_keep(p, "cpu"),
-                }
-            )
-    return pairs
-
-
-def evaluate_field(pair: dict, disp: torch.Tensor, region=None, spacing_mm: float = 2.0) -> dict:
-    """Dice per tissue class, mean foreground Dice, folding %, std log|J|, diffusion regulariser
-    and (with a known ``pair["disp"]``) the endpoint error in mm, for one predicted ``disp``
-    ``(1, D, *spatial)`` in voxels. ``region``: optional tuple of slices (spatial axes) to which
-    every measure is restricted."""
-    from deepsim.jacobian import jacobian_det
-    from deepsim.metrics import dice_per_label, folding_percent, std_log_jacobian
-    from deepsim.regularizers import diffusion
-    from deepsim.warp import warp
-
-    warped = warp(pair["moving_labels"].float(), disp, mode="nearest").long()
-    fixed_labels = pair["fixed_labels"][0, 0].numpy()
-    warped_labels = warped[0, 0].numpy()
-    jac = jacobian_det(disp.double())[0, 0].numpy()
-    reg_disp = disp
-    if region is not None:
-        fixed_labels, warped_labels, jac = fixed_labels[region], warped_labels[region], jac[region]
-        reg_disp = disp[(slice(None), slice(None), *region)]
-    dice = dice_per_label(fixed_labels, warped_labels, labels=range(1, N_CLASSES))
-    out = {
-        "dice": {str(k): v for k, v in dice.items()},
-        "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
-        "folding_percent": folding_percent(jac),
-        "std_log_jacobian": std_log_jacobian(jac),
-        "regulariser": float(diffusion(reg_disp)),
-    }
-    if "disp" in pair:
-        err = torch.linalg.vector_norm(disp - pair["disp"], dim=1)[0].numpy() * spacing_mm
-        mask = pair["fixed_labels"][0, 0].numpy() > 0
-        if region is not None:
-            err, mask = err[region], mask[region]
-        out["epe_mm"] = float(err[mask].mean())
-    return out
-
-
 def predict(model, pair: dict) -> torch.Tensor:
     with torch.inference_mode():
         return model.registration(pair["moving"], pair["fixed"]).float()
@@ -318,7 +186,7 @@ class InstanceOptimiser:
     displacement, from the identity: the ``--optimiser io`` stand-in for a trained network."""
 
     def __init__(self, loss_cfg: dict, dims: int, steps: int, lr: float):
-        from deepsim.train import similarity_loss
+        from deepsim.training.train import similarity_loss
 
         self.sim, _ = similarity_loss(loss_cfg, dims, ROOT, "cpu")
         self.lam, self.steps, self.lr = float(loss_cfg["lambda"]), steps, lr
@@ -349,20 +217,6 @@ def tune_io(optimiser: InstanceOptimiser, val_pairs: list[dict]) -> dict:
         "step": optimiser.steps,
         "train_wall_s": round(time.perf_counter() - t0, 1),
     }
-
-
-def noise_region(shape) -> tuple[slice, ...]:
-    """The central box (half of every axis) where test-time noise is added."""
-    return tuple(slice(n // 4, n - n // 4) for n in shape)
-
-
-def add_noise(image: torch.Tensor, sigma: float, region, generator) -> torch.Tensor:
-    out = image.clone()
-    if sigma > 0:
-        box = (slice(None), slice(None), *region)
-        noise = torch.randn(out[box].shape, generator=generator) * sigma
-        out[box] = (out[box] + noise).clamp(0.0, 1.0)
-    return out
 
 
 def wilcoxon_tests(per_pair: dict[str, dict[str, list]], sets: list[str]) -> list[dict]:
@@ -397,71 +251,186 @@ def wilcoxon_tests(per_pair: dict[str, dict[str, list]], sets: list[str]) -> lis
     return tests
 
 
-# --------------------------------------------------------------------------------------------
-# figures
-
-
-def boxplot(per_pair: dict, sets: list[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = list(per_pair)
-    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.2), squeeze=False)
-    for ax, test_set in zip(axes[0], sets):
-        data = [per_pair[m][test_set] for m in methods]
-        ax.boxplot(
-            data,
-            whis=(10, 90),
-            showfliers=True,
-            medianprops={"color": "black"},
-            flierprops={"marker": ".", "markersize": 4},
+def tune_lambdas(args, metrics, exponents, extractors, runs, val_pairs) -> tuple[dict, dict]:
+    """Every (metric, lambda) run, the best lambda of each metric by validation Dice; a best
+    lambda on an edge of the grid extends the grid past it (``--max-extend`` times at most)."""
+    io = args.optimiser == "io"
+    tuning: dict[str, list[dict]] = {}
+    selected: dict[str, dict] = {}
+    step = min(np.diff(sorted(exponents))) if len(exponents) > 1 else 2
+    for metric in metrics:
+        tuning[metric] = []
+        offsets = sorted(exponents)
+        tried: set[int] = set()
+        extended = 0
+        while True:
+            for e in offsets:
+                if e in tried:
+                    continue
+                tried.add(e)
+                lam = 2.0 ** (CENTRE_LOG2[metric] + e)
+                cfg = base_config(args, f"{metric}-lam{lam:g}", "registration")
+                cfg["loss"] = loss_config(metric, lam, extractors, args)
+                run = runs / f"{metric}-lam{lam:g}"
+                if io:
+                    optimiser = InstanceOptimiser(cfg["loss"], args.dims, args.budget, args.io_lr)
+                    best = tune_io(optimiser, val_pairs)
+                else:
+                    best = _train(cfg, run)
+                tuning[metric].append(
+                    {
+                        "lambda": lam,
+                        "log2_offset": e,
+                        "val_dice": best.get("val_dice"),
+                        "val_dice_identity": best.get("val_dice_identity"),
+                        "best_step": best.get("step"),
+                        "train_wall_s": best.get("train_wall_s"),
+                        "run": None
+                        if io
+                        else str(run.relative_to(ROOT))
+                        if run.is_relative_to(ROOT)
+                        else str(run),
+                    }
+                )
+            best_row = max(tuning[metric], key=lambda r: r["val_dice"] or -1.0)
+            # the best lambda on an edge of the grid: extend the grid past that edge
+            e_best, lo, hi = best_row["log2_offset"], min(tried), max(tried)
+            if extended >= args.max_extend or e_best not in (lo, hi):
+                break
+            offsets = [e_best + (step if e_best == hi else -step)]
+            extended += 1
+        tuning[metric].sort(key=lambda r: r["lambda"])
+        selected[metric] = best_row
+        log.info(
+            "%s: lambda %g selected (val Dice %.4f)",
+            metric,
+            best_row["lambda"],
+            best_row["val_dice"],
         )
-        ax.set_xticks(range(1, len(methods) + 1))
-        ax.set_xticklabels([LABELS[m] for m in methods], rotation=35, ha="right")
-        ax.set_title(f"{test_set} (n={len(data[0])})")
-        ax.set_ylabel("mean foreground Dice")
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(
-        title + "\nbox: quartiles and median; whiskers: 10th/90th percentiles; dots: outliers"
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return tuning, selected
 
 
-def grid_figure(rows: dict, region, path: Path, title: str):
-    """Deformation grids ``x + u(x)`` (every 3rd line, red) inside ``region``; one row per noise
-    level, one column per method; background: the first panel's image, then the clean moving
-    image warped by each method's field (the noise would hide the grid)."""
-    import matplotlib
+def registration_functions(args, metrics, selected, extractors) -> dict:
+    """Metric -> ``register(pair) -> disp``: the selected network, or instance optimisation."""
+    from deepsim.modelio import load_model
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    if args.optimiser == "io":
+        return {
+            m: InstanceOptimiser(
+                loss_config(m, selected[m]["lambda"], extractors, args),
+                args.dims,
+                args.budget,
+                args.io_lr,
+            )
+            for m in metrics
+        }
+    models = {m: load_model(ROOT / selected[m]["run"] / "model.pt") for m in metrics}
+    return {m: (lambda pair, model=models[m]: predict(model, pair)) for m in metrics}
 
-    n_rows, n_cols = len(rows), max(len(p) for p in rows.values())
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.6 * n_rows), squeeze=False)
-    for ax_row, (row_name, panels) in zip(axes, rows.items()):
-        for ax, (name, image, disp) in zip(ax_row, panels):
-            sub = image[region]
-            u = disp[:, region[0], region[1]]
-            ax.imshow(sub, cmap="gray", vmin=0, vmax=1)
-            rr, cc = np.meshgrid(np.arange(sub.shape[0]), np.arange(sub.shape[1]), indexing="ij")
-            y, x = rr + u[0], cc + u[1]
-            for i in range(0, y.shape[0], 3):
-                ax.plot(x[i, :], y[i, :], color="red", lw=0.7)
-            for j in range(0, y.shape[1], 3):
-                ax.plot(x[:, j], y[:, j], color="red", lw=0.7)
-            ax.set_title(f"{name}\n{row_name}", fontsize=8)
-            ax.set_xlim(-0.5, sub.shape[1] - 0.5)
-            ax.set_ylim(sub.shape[0] - 0.5, -0.5)
-            ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+def test_records(pairs, register_with: dict, dims: int) -> list[dict]:
+    """One scored record per (test pair, method), the identity included."""
+    records = []
+    for pair in pairs:
+        shape = pair["fixed"].shape[2:]
+        fields = {"identity": torch.zeros(1, dims, *shape)}
+        fields.update({m: register(pair) for m, register in register_with.items()})
+        for method, disp in fields.items():
+            records.append(
+                {
+                    "set": pair["set"],
+                    "pair": pair["id"],
+                    "method": method,
+                    **evaluate_field(pair, disp),
+                }
+            )
+    return records
+
+
+def summarise(records: list[dict], methods: list[str], sets: list[str]) -> tuple[dict, dict]:
+    """``(per_pair, summary)``: Dice per pair by method and set, and the means per method and set."""
+    per_pair = {
+        m: {
+            s: [r["mean_dice"] for r in records if r["method"] == m and r["set"] == s]
+            for s in sets + ["all"]
+        }
+        for m in methods
+    }
+    for m in methods:
+        per_pair[m]["all"] = [r["mean_dice"] for r in records if r["method"] == m]
+    summary = {}
+    for m in methods:
+        summary[m] = {}
+        for s in sets + ["all"]:
+            rows = [r for r in records if r["method"] == m and (s == "all" or r["set"] == s)]
+            entry = {
+                "dice": summary_stats([r["mean_dice"] for r in rows]),
+                "folding_percent": float(np.mean([r["folding_percent"] for r in rows])),
+                "std_log_jacobian": float(np.mean([r["std_log_jacobian"] for r in rows])),
+                "regulariser": float(np.mean([r["regulariser"] for r in rows])),
+                "per_label_dice": {
+                    str(k): float(np.nanmean([r["dice"].get(str(k), np.nan) for r in rows]))
+                    for k in range(1, N_CLASSES)
+                },
+            }
+            epe = [r["epe_mm"] for r in rows if "epe_mm" in r]
+            if epe:
+                entry["epe_mm"] = float(np.mean(epe))
+            summary[m][s] = entry
+    return per_pair, summary
+
+
+def noise_records(args, noisy_pairs, register_with: dict, sigmas) -> tuple[list[dict], dict]:
+    """Networks trained clean, Gaussian noise added inside a central box of both test images:
+    scored records, and the panels of the deformation-grid figure (2D)."""
+    noise_rows = []
+    grid_rows: dict[str, list] = {}
+    show = {sigmas[0], sigmas[-1]} if args.dims == 2 else set()
+    for sigma in sigmas:
+        for k, pair in enumerate(noisy_pairs):
+            region = noise_region(pair["fixed"].shape[2:])
+            gen = torch.Generator().manual_seed(args.test_seed * 1000 + k)
+            noisy = dict(pair)
+            noisy["fixed"] = add_noise(pair["fixed"], sigma, region, gen)
+            noisy["moving"] = add_noise(pair["moving"], sigma, region, gen)
+            panels = []
+            if k == 0 and sigma in show:
+                zero = np.zeros((2, *pair["fixed"].shape[2:]))
+                panels.append(("fixed (noisy)", noisy["fixed"][0, 0].numpy(), zero))
+            for m, register in register_with.items():
+                disp = register(noisy)
+                ev = evaluate_field(noisy, disp, region)
+                noise_rows.append({"sigma": sigma, "pair": pair["id"], "method": m, **ev})
+                if panels:
+                    from deepsim.warp import warp
+
+                    clean_warped = warp(pair["moving"], disp)[0, 0].numpy()
+                    panels.append((LABELS[m], clean_warped, disp[0].numpy()))
+            if panels:
+                grid_rows[f"σ = {sigma:g}"] = panels
+    return noise_rows, grid_rows
+
+
+def summarise_noise(noise_rows: list[dict], metrics: list[str], sigmas) -> dict:
+    """Means per metric and noise level."""
+    return {
+        m: {
+            str(s): {
+                key: float(
+                    np.nanmean([r[key] for r in noise_rows if r["method"] == m and r["sigma"] == s])
+                )
+                for key in (
+                    "mean_dice",
+                    "std_log_jacobian",
+                    "regulariser",
+                    "folding_percent",
+                    "epe_mm",
+                )
+            }
+            for s in sigmas
+        }
+        for m in metrics
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,7 +527,11 @@ def main(argv=None) -> int:
             "NCC_sup not run: with instance optimisation it would use the labels of the pair it "
             "registers (test labels), which no other method sees"
         )
-    _install_source()
+    from deepsim.training.datasets import register_source
+
+    register_source(
+        "fsaverage-slices", lambda data, split, seed, pre: SliceSeededPairs(data, split, seed)
+    )
     t_start = time.perf_counter()
     if args.extractors:
         extractors = {
@@ -568,7 +541,7 @@ def main(argv=None) -> int:
         extractors = train_extractors(args, runs)
     val_pairs = []
     if io:
-        from deepsim.datasets import make_source
+        from deepsim.training.datasets import make_source
 
         val_data = data_config(args.dims)
         if args.val_real_image_prob is not None:
@@ -576,173 +549,25 @@ def main(argv=None) -> int:
         source = make_source(val_data, "val", args.seed)
         val_pairs = [source.pair(i) for i in range(args.val_pairs)]
 
-    # lambda tuning: every (metric, lambda) run, selected by validation Dice
-    tuning: dict[str, list[dict]] = {}
-    selected: dict[str, dict] = {}
-    step = min(np.diff(sorted(exponents))) if len(exponents) > 1 else 2
-    for metric in metrics:
-        tuning[metric] = []
-        offsets = sorted(exponents)
-        tried: set[int] = set()
-        extended = 0
-        while True:
-            for e in offsets:
-                if e in tried:
-                    continue
-                tried.add(e)
-                lam = 2.0 ** (CENTRE_LOG2[metric] + e)
-                cfg = base_config(args, f"{metric}-lam{lam:g}", "registration")
-                cfg["loss"] = loss_config(metric, lam, extractors, args)
-                run = runs / f"{metric}-lam{lam:g}"
-                if io:
-                    optimiser = InstanceOptimiser(cfg["loss"], args.dims, args.budget, args.io_lr)
-                    best = tune_io(optimiser, val_pairs)
-                else:
-                    best = _train(cfg, run)
-                tuning[metric].append(
-                    {
-                        "lambda": lam,
-                        "log2_offset": e,
-                        "val_dice": best.get("val_dice"),
-                        "val_dice_identity": best.get("val_dice_identity"),
-                        "best_step": best.get("step"),
-                        "train_wall_s": best.get("train_wall_s"),
-                        "run": None
-                        if io
-                        else str(run.relative_to(ROOT))
-                        if run.is_relative_to(ROOT)
-                        else str(run),
-                    }
-                )
-            best_row = max(tuning[metric], key=lambda r: r["val_dice"] or -1.0)
-            # the best lambda on an edge of the grid: extend the grid past that edge
-            e_best, lo, hi = best_row["log2_offset"], min(tried), max(tried)
-            if extended >= args.max_extend or e_best not in (lo, hi):
-                break
-            offsets = [e_best + (step if e_best == hi else -step)]
-            extended += 1
-        tuning[metric].sort(key=lambda r: r["lambda"])
-        selected[metric] = best_row
-        log.info(
-            "%s: lambda %g selected (val Dice %.4f)",
-            metric,
-            best_row["lambda"],
-            best_row["val_dice"],
-        )
-
-    # test
-    from deepsim.modelio import load_model
+    tuning, selected = tune_lambdas(args, metrics, exponents, extractors, runs, val_pairs)
 
     pairs = test_pairs(args)
     sets = sorted({p["set"] for p in pairs}, key=["semi_synthetic", "templates"].index)
-    if io:
-        register_with = {
-            m: InstanceOptimiser(
-                loss_config(m, selected[m]["lambda"], extractors, args),
-                args.dims,
-                args.budget,
-                args.io_lr,
-            )
-            for m in metrics
-        }
-    else:
-        models = {m: load_model(ROOT / selected[m]["run"] / "model.pt") for m in metrics}
-        register_with = {m: (lambda pair, model=models[m]: predict(model, pair)) for m in metrics}
-    records = []
-    for pair in pairs:
-        shape = pair["fixed"].shape[2:]
-        fields = {"identity": torch.zeros(1, args.dims, *shape)}
-        fields.update({m: register_with[m](pair) for m in metrics})
-        for method, disp in fields.items():
-            records.append(
-                {
-                    "set": pair["set"],
-                    "pair": pair["id"],
-                    "method": method,
-                    **evaluate_field(pair, disp),
-                }
-            )
+    register_with = registration_functions(args, metrics, selected, extractors)
+    records = test_records(pairs, register_with, args.dims)
     methods = ["identity"] + metrics
-    per_pair = {
-        m: {
-            s: [r["mean_dice"] for r in records if r["method"] == m and r["set"] == s]
-            for s in sets + ["all"]
-        }
-        for m in methods
-    }
-    for m in methods:
-        per_pair[m]["all"] = [r["mean_dice"] for r in records if r["method"] == m]
-    summary = {}
-    for m in methods:
-        summary[m] = {}
-        for s in sets + ["all"]:
-            rows = [r for r in records if r["method"] == m and (s == "all" or r["set"] == s)]
-            entry = {
-                "dice": summary_stats([r["mean_dice"] for r in rows]),
-                "folding_percent": float(np.mean([r["folding_percent"] for r in rows])),
-                "std_log_jacobian": float(np.mean([r["std_log_jacobian"] for r in rows])),
-                "regulariser": float(np.mean([r["regulariser"] for r in rows])),
-                "per_label_dice": {
-                    str(k): float(np.nanmean([r["dice"].get(str(k), np.nan) for r in rows]))
-                    for k in range(1, N_CLASSES)
-                },
-            }
-            epe = [r["epe_mm"] for r in rows if "epe_mm" in r]
-            if epe:
-                entry["epe_mm"] = float(np.mean(epe))
-            summary[m][s] = entry
+    per_pair, summary = summarise(records, methods, sets)
     tests = wilcoxon_tests({m: per_pair[m] for m in metrics}, sets)
 
-    # noise: models trained clean, noise added inside a central box of both test images
-    sigmas = [float(s) for s in args.noise.split(",")]
+    sigmas = [float(v) for v in args.noise.split(",")]
     noisy_pairs = [p for p in pairs if p["set"] == "semi_synthetic"][: args.noise_pairs]
-    noise_rows = []
-    grid_rows: dict[str, list] = {}
-    show = {sigmas[0], sigmas[-1]} if args.dims == 2 else set()
-    for sigma in sigmas:
-        for k, pair in enumerate(noisy_pairs):
-            region = noise_region(pair["fixed"].shape[2:])
-            gen = torch.Generator().manual_seed(args.test_seed * 1000 + k)
-            noisy = dict(pair)
-            noisy["fixed"] = add_noise(pair["fixed"], sigma, region, gen)
-            noisy["moving"] = add_noise(pair["moving"], sigma, region, gen)
-            panels = []
-            if k == 0 and sigma in show:
-                zero = np.zeros((2, *pair["fixed"].shape[2:]))
-                panels.append(("fixed (noisy)", noisy["fixed"][0, 0].numpy(), zero))
-            for m in metrics:
-                disp = register_with[m](noisy)
-                ev = evaluate_field(noisy, disp, region)
-                noise_rows.append({"sigma": sigma, "pair": pair["id"], "method": m, **ev})
-                if panels:
-                    from deepsim.warp import warp
-
-                    clean_warped = warp(pair["moving"], disp)[0, 0].numpy()
-                    panels.append((LABELS[m], clean_warped, disp[0].numpy()))
-            if panels:
-                grid_rows[f"σ = {sigma:g}"] = panels
-    noise_summary = {
-        m: {
-            str(s): {
-                key: float(
-                    np.nanmean([r[key] for r in noise_rows if r["method"] == m and r["sigma"] == s])
-                )
-                for key in (
-                    "mean_dice",
-                    "std_log_jacobian",
-                    "regulariser",
-                    "folding_percent",
-                    "epe_mm",
-                )
-            }
-            for s in sigmas
-        }
-        for m in metrics
-    }
+    noise_rows, grid_rows = noise_records(args, noisy_pairs, register_with, sigmas)
+    noise_summary = summarise_noise(noise_rows, metrics, sigmas)
 
     figures = {}
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    box = FIGURES / f"paper_{tag}_boxplot.png"
+    figure_dir = FIGURES if args.out is None else out.parent  # a trial run keeps docs/ intact
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    box = figure_dir / f"paper_{tag}_boxplot.png"
     boxplot(
         {m: per_pair[m] for m in methods},
         sets,
@@ -755,9 +580,9 @@ def main(argv=None) -> int:
         )
         + ")",
     )
-    figures["boxplot"] = str(box.relative_to(ROOT))
+    figures["boxplot"] = str(box.relative_to(ROOT) if box.is_relative_to(ROOT) else box)
     if grid_rows:
-        gpath = FIGURES / f"paper_{tag}_noise_grids.png"
+        gpath = figure_dir / f"paper_{tag}_noise_grids.png"
         region = noise_region(noisy_pairs[0]["fixed"].shape[2:])
         grid_figure(
             grid_rows,
@@ -766,7 +591,9 @@ def main(argv=None) -> int:
             f"deformation grids inside the noisy box, pair {noisy_pairs[0]['id']} "
             "(background: the clean moving image warped by each field)",
         )
-        figures["noise_grids"] = str(gpath.relative_to(ROOT))
+        figures["noise_grids"] = str(
+            gpath.relative_to(ROOT) if gpath.is_relative_to(ROOT) else gpath
+        )
 
     result = {
         "benchmark": "paper_comparison",

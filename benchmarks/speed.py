@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, ROOT, environment, fmt, md_table, write_json  # noqa: E402
 
+from deepsim.api import resolve_model  # noqa: E402
+
 SIZES = {"64^3": (64, 64, 64), "96x112x96": (96, 112, 96), "160x192x224": (160, 192, 224)}
 TARGETS = {"e2e_160x192x224_s": 10.0, "e2e_2d_256_s": 0.5, "peak_memory_gb": 4.0}
 
@@ -49,61 +51,13 @@ TARGETS = {"e2e_160x192x224_s": 10.0, "e2e_2d_256_s": 0.5, "peak_memory_gb": 4.0
 # inputs
 
 
-def resolve_model(name: str, config: str, folder: Path) -> tuple[Path, str]:
-    """The shipped model, else the run's model file, else a random-weight model of ``config``'s
-    network (with the extractor run's weights when they exist, for instance optimisation)."""
-    for path in (
-        ROOT / "DeepSimRegistration" / "Resources" / "Models" / f"{name}.pt",
-        ROOT / "runs" / name / "registration" / "model.pt",
-    ):
-        if path.is_file():
-            return path, f"{path.relative_to(ROOT)} (trained)"
-    import torch
-
-    from deepsim.modelio import DEFAULT_PREPROCESSING, load_model, save_model
-    from deepsim.networks import NetworkConfig, build_network
-
-    cfg = json.loads((ROOT / "configs" / config).read_text())
-    torch.manual_seed(0)
-    net_cfg = NetworkConfig.from_dict(
-        {"spatial_dims": cfg["spatial_dims"], "kind": "registration", **cfg["network"]}
-    )
-    networks = {"registration": build_network(net_cfg)}
-    configs = {"registration": net_cfg.to_dict()}
-    extractor = (ROOT / "configs" / cfg["loss"]["extractor"]).resolve()
-    if extractor.is_file():
-        ext = load_model(extractor)
-        networks["extractor"] = ext.networks["extractor"]
-        configs["extractor"] = ext.config["networks"]["extractor"]
-        what = (
-            f"random weights, network of configs/{config}, extractor {extractor.relative_to(ROOT)}"
-        )
-    else:
-        what = (
-            f"random weights, network of configs/{config}, no extractor (no IO, no DeepSim heatmap)"
-        )
-    path = folder / f"{name}-random.pt"
-    save_model(
-        path,
-        networks,
-        {
-            "name": f"{name}-random",
-            "spatial_dims": cfg["spatial_dims"],
-            "networks": configs,
-            "preprocessing": {**DEFAULT_PREPROCESSING, **cfg.get("preprocessing", {})},
-            "loss": cfg.get("loss", {}),
-        },
-    )
-    return path, f"NOT TRAINED: {what} (the shipped model was not there yet; same compute)"
-
-
 def make_pair_3d(size_xyz: tuple[int, int, int], folder: Path) -> tuple[Path, Path]:
     """fsaverage (moving) and MNI 2009a (fixed) resampled to 1 mm on a centred grid of
     ``size_xyz`` voxels (x, y, z), LPS direction of the common grid."""
     import SimpleITK as sitk
 
-    from deepsim.anatomy import load_anatomy, reference_image
     from deepsim.geometry import Grid, Image, to_sitk
+    from deepsim.training.anatomy import load_anatomy, reference_image
 
     ref = reference_image()
     grid = Grid.from_sitk(ref)
@@ -128,7 +82,7 @@ def make_pair_2d(folder: Path) -> tuple[Path, Path]:
     import SimpleITK as sitk
     import torch
 
-    from deepsim.synth import SynthConfig, synth_pair
+    from deepsim.training.synth import SynthConfig, synth_pair
 
     gen = torch.Generator().manual_seed(5)
     pair = synth_pair((256, 256), gen, SynthConfig())
@@ -175,18 +129,17 @@ def child(case: dict) -> dict:
     torch.set_num_threads(threads)
     if kind in ("ants_syn", "elastix"):
         return _classical(kind, case, threads)
+    from deepsim.api import RegistrationOptions
     from deepsim.geometry import model_grid, read_image, resample
     from deepsim.modelio import load_model
     from deepsim.outputs import write_outputs
-    from deepsim.register import RegistrationOptions, register
+    from deepsim.register import register
 
     if kind == "forward":
         model = load_model(case["model"])
         fixed = read_image(case["fixed"])
         pre = model.preprocessing
-        grid = model_grid(
-            fixed.grid, pre["spacing"], pre["multiple"], pre["orientation"], pre["max_voxels"]
-        )
+        grid = model_grid(fixed.grid, pre.spacing, pre.multiple, pre.orientation, pre.max_voxels)
         x = torch.from_numpy(resample(fixed, grid).array)[None, None].float()
         net = model.registration.eval()
         times = []
@@ -216,8 +169,8 @@ def child(case: dict) -> dict:
         "read_s": t_read,
         "register_s": t_reg,
         "write_s": total - t_read - t_reg,
-        "stages_s": result.summary.get("timings_s", {}),
-        "model_grid": result.summary.get("model_grid_shape"),
+        "stages_s": result.summary.timings_s,
+        "model_grid": result.summary.model_grid_shape,
         "peak_gb": _peak_gb(),
     }
 
@@ -288,8 +241,8 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="deepsim-speed-") as tmp:
         folder = Path(tmp)
-        model3d, note3d = resolve_model("brain-3d", "brain-3d.json", folder)
-        model2d, note2d = resolve_model("general-2d", "general-2d.json", folder)
+        model3d, model2d = resolve_model("brain-3d", 3), resolve_model("general-2d", 2)
+        note3d, note2d = (f"{m.relative_to(ROOT)} (trained)" for m in (model3d, model2d))
         print(f"3D model: {note3d}\n2D model: {note2d}", flush=True)
         cases = []
         for label, size in sizes.items():

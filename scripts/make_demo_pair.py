@@ -2,7 +2,7 @@
 
 fixed  = FreeSurfer fsaverage ``brain.mgz`` (skull-stripped, stored LIA), cropped to the brain;
 moving = MNI ICBM152 2009a T1 (skull-stripped, stored RAS), held out of all training.
-Both get tissue labels (1 GM, 2 WM, 3 CSF; see deepsim.anatomy.tissue_labels) so Dice can be
+Both get tissue labels (1 GM, 2 WM, 3 CSF; see deepsim.training.anatomy.tissue_labels) so Dice can be
 measured. The data come from the packages the set-up installs; nothing is downloaded.
 
 usage: python scripts/make_demo_pair.py OUT_DIR
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from deepsim.anatomy import _files, read_mgh, tissue_labels
+from deepsim.training.anatomy import _files, read_mgh, tissue_labels
 
 
 def _crop_to_labels(image: sitk.Image, labels: sitk.Image, margin: int = 6):

@@ -1,9 +1,9 @@
 """Write the model card beside a shipped model, from its own config and a held-out evaluation.
 
 usage: python scripts/model_card.py NAME [--pairs N]
-  NAME: a shipped model (DeepSimRegistration/Resources/Models/NAME.pt) with configs/NAME.json,
+  NAME: a shipped model (DeepSimRegistration/deepsim/models/NAME.pt) with configs/NAME.json,
   configs/NAME-*-extractor.json and a held-out data config configs/eval-*.json named in the
-  config's info.heldout_config. Writes DeepSimRegistration/Resources/Models/NAME.md and
+  config's info.heldout_config. Writes DeepSimRegistration/deepsim/models/NAME.md and
   NAME.heldout.json. Every number in the card comes from the model file or that evaluation.
 """
 
@@ -14,8 +14,9 @@ import json
 import platform
 from pathlib import Path
 
-from deepsim.evaluate import evaluate_model
-from deepsim.modelio import load_model, models_dir
+from deepsim.api import models_dir
+from deepsim.modelio import load_model
+from deepsim.training.evaluate import evaluate_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,13 +47,13 @@ def main() -> None:
     path = models_dir() / f"{args.name}.pt"
     model = load_model(path)
     cfg = model.config
-    info = cfg.get("info", {})
+    info = model.info.extra  # provenance: data, training log, hardware, lambda selection
     card = json.loads((REPO / "configs" / f"{args.name}.json").read_text())["info"]["card"]
     log = info.get("training_log", [])
     extractor_cfg = json.loads((REPO / "configs" / f"{args.name}-extractor.json").read_text())
     heldout_cfg = REPO / "configs" / card["heldout_config"]
     report = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu")
-    io_steps = int(info.get("default_io_steps", 0))
+    io_steps = model.info.default_io_steps
     if io_steps:  # what the network alone contributes, beside the default with refinement
         alone = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu", io_steps=0)
         report["network_only"] = alone["mean"]
@@ -64,14 +65,14 @@ def main() -> None:
     lines = [
         f"# Model card: {args.name}",
         "",
-        info.get("description", ""),
+        model.info.description,
         "",
         "## Networks",
         f"- registration U-Net: {json.dumps(cfg['networks']['registration'])}",
         f"- DeepSim feature extractor ({extractor_cfg['task']}): {json.dumps(cfg['networks']['extractor'])}",
-        f"- similarity: {cfg['loss'].get('similarity')} with lambda = {cfg['loss'].get('lambda')} (diffusion regulariser)",
+        f"- similarity: {model.loss.similarity} with lambda = {model.loss.lam} (diffusion regulariser)",
         f"- lambda and feature levels: {info.get('lambda_selection', 'not recorded')}",
-        f"- preprocessing: {json.dumps(cfg['preprocessing'])}",
+        f"- preprocessing: {json.dumps(model.preprocessing.to_dict())}",
         "",
         "## Training data",
         card.get("data", ""),
@@ -108,8 +109,8 @@ def main() -> None:
                     "dice_identity",
                     "dice_affine",
                     "dice_after",
-                    "folding_percent",
-                    "std_log_jacobian",
+                    "folding_percent_fixed_grid",
+                    "std_log_jacobian_fixed_grid",
                     "endpoint_error_mm",
                     "runtime_s",
                 )

@@ -1,14 +1,16 @@
 """Copy a trained model file into the shipped models, recording its training log and refreshing
-its ``info`` (description, defaults, card) from ``configs/NAME.json``.
+its ``info`` (description, defaults, card) from ``configs/NAME.json``; write its catalogue entry
+``NAME.json`` beside it (read without torch by ``deepsim.api.catalogue``).
 
-usage: python scripts/ship_model.py runs/NAME/registration/model.pt DeepSimRegistration/Resources/Models/NAME.pt
+usage: python scripts/ship_model.py runs/NAME/registration/model.pt DeepSimRegistration/deepsim/models/NAME.pt
 """
 
 import json
 import sys
 from pathlib import Path
 
-from deepsim.modelio import load_model, save_model
+from deepsim.api import catalogue_entry
+from deepsim.modelio import load_model, read_model_file, save_model
 
 
 def main(src: str, dst: str) -> None:
@@ -23,8 +25,20 @@ def main(src: str, dst: str) -> None:
         config.setdefault("info", {})["training_log"] = lines
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     save_model(dst, model.networks, config)
+    write_catalogue_entry(dst)
     print(f"shipped {src} -> {dst} ({Path(dst).stat().st_size / 1e6:.2f} MB)")
 
 
+def write_catalogue_entry(model_file: str | Path) -> None:
+    """``NAME.json`` beside ``NAME.pt``: what the catalogue needs, from the file's config."""
+    config, _ = read_model_file(model_file)
+    entry = catalogue_entry(config)
+    Path(model_file).with_suffix(".json").write_text(json.dumps(entry, indent=2) + "\n")
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1] == "--catalogue":  # refresh the catalogue entries of shipped model files
+        for path in sys.argv[2:]:
+            write_catalogue_entry(path)
+    else:
+        main(*sys.argv[1:3])

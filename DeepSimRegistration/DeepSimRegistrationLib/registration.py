@@ -7,7 +7,7 @@ Guarantees:
 
 * input volume nodes (image data, geometry, parent transforms, storage) are never modified;
 * nodes are created or overwritten only after the computation succeeded; when cancelled
-  (``deepsim.register.Cancelled``) or failed, the scene holds the same nodes as before;
+  (``deepsim.api.Cancelled``) or failed, the scene holds the same nodes as before;
 * the warped volume is resampled through the very transform chain given to the user, so the
   output volume and the output transform always agree.
 """
@@ -81,22 +81,10 @@ class RegistrationOutputs:
 
 
 def listModels(spatialDims: int = 3) -> dict[str, Path]:
-    """Shipped model name -> file, without importing torch (reads the models folder only)."""
-    env = os.environ.get("DEEPSIM_MODELS")
-    import deepsim
+    """Shipped model name -> file for ``spatialDims``, from the torch-free catalogue."""
+    from deepsim.api import catalogue
 
-    folder = (
-        Path(env)
-        if env
-        else Path(deepsim.__file__).resolve().parent.parent / "Resources" / "Models"
-    )
-    if "torch" in sys.modules:  # cheap now: check dimensions
-        from deepsim.modelio import shipped_models
-
-        return {
-            n: m["path"] for n, m in shipped_models().items() if m["spatial_dims"] == spatialDims
-        }
-    return {p.stem: p for p in sorted(folder.glob("*.pt"))}
+    return {n: m.path for n, m in catalogue().items() if m.spatial_dims == spatialDims}
 
 
 def gpuLikelyAvailable() -> bool:
@@ -111,7 +99,8 @@ def gpuLikelyAvailable() -> bool:
 
 
 def _load_model(model, device: str):
-    from deepsim.modelio import LoadedModel, load_model, resolve_model
+    from deepsim.api import resolve_model
+    from deepsim.modelio import LoadedModel, load_model
 
     if isinstance(model, LoadedModel):
         return model
@@ -202,7 +191,7 @@ def registerVolumes(
         progress: ``fn(fraction, message)``; shouldCancel: ``fn() -> bool``, checked between stages.
 
     Raises:
-        ValueError on bad input, ``deepsim.register.Cancelled`` when cancelled (scene unchanged).
+        ValueError on bad input, ``deepsim.api.Cancelled`` when cancelled (scene unchanged).
     """
     if fixedNode is None or movingNode is None:
         raise ValueError("registerVolumes(): choose both a fixed and a moving volume")
@@ -236,7 +225,8 @@ def registerVolumes(
     moving = volume_to_image(movingNode, scene)
 
     report(0.02, "loading the model")
-    from deepsim.register import Cancelled, RegistrationOptions, register
+    from deepsim.api import Cancelled, RegistrationOptions
+    from deepsim.register import register
 
     loaded = _load_model(model, device)
     if shouldCancel is not None and shouldCancel():
@@ -266,7 +256,7 @@ def registerVolumes(
     messages = list(catcher.messages)
     if (
         device != "cpu"
-        and result.summary.get("device") == "cpu"
+        and result.summary.device == "cpu"
         and any("out of memory" in m for m in messages)
     ):
         messages.insert(
@@ -347,7 +337,7 @@ def registerVolumes(
             remove_node(scene, node)
         raise
 
-    summary = dict(result.summary)
+    summary = result.summary.to_dict()
     summary["messages"] = messages
     report(1.0, "done")
     return RegistrationOutputs(

@@ -137,32 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress_bar():
-    """A progress callback drawing a bar on stderr (tqdm when installed)."""
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=100, bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr, leave=False)
-
-        def update(fraction: float, message: str) -> None:
-            bar.set_description_str(message[:40].ljust(40))
-            bar.update(max(0, int(round(100 * fraction)) - bar.n))
-
-        return update, bar.close
-    except ImportError:
-
-        def update(fraction: float, message: str) -> None:
-            print(f"\r{100 * fraction:5.1f}% {message:<50}", end="", file=sys.stderr, flush=True)
-
-        return update, lambda: print(file=sys.stderr)
-
-
 def cmd_register(args) -> int:
+    from .api import RegistrationOptions, resolve_model
     from .geometry import read_image
     from .inputs import check_model_spacing
-    from .modelio import load_model, resolve_model
+    from .modelio import load_model
     from .outputs import OutputFolder, write_outputs
-    from .register import RegistrationOptions, register
+    from .progress import ProgressBar
+    from .register import register
 
     if args.io_steps is not None and args.io_steps < 0:
         raise ValueError(f"--io-steps must be >= 0, got {args.io_steps}")
@@ -190,26 +172,29 @@ def cmd_register(args) -> int:
             io_steps=args.io_steps,
             model_spacing=args.model_spacing,
         )
-        update, close = _progress_bar()
-        try:
-            result = register(fixed, moving, model, opts, progress=update, **labels)
-        finally:
-            close()
+        with ProgressBar(100) as bar:
+            result = register(
+                fixed,
+                moving,
+                model,
+                opts,
+                progress=lambda fraction, message: bar.show(round(100 * fraction), message),
+                **labels,
+            )
         written = write_outputs(
             result, folder, moving=moving, fixed=fixed, figure=not args.no_figure
         )
     s = result.summary
     line = (
-        f"registered in {s['runtime_s']:.2f} s on {s['device']} with {s['model']}: "
-        f"folding {s['folding_percent']:.3f} %"
+        f"registered in {s.runtime_s:.2f} s on {s.device} with {s.model}: "
+        f"folding {s.folding_percent:.3f} %"
     )
-    if "similarity_deepsim_before" in s:
-        line += (
-            f", DeepSim {s['similarity_deepsim_before']:.3f} -> {s['similarity_deepsim_after']:.3f}"
-        )
-    line += f", NCC {s['similarity_ncc_before']:.3f} -> {s['similarity_ncc_after']:.3f}"
-    if "dice_after" in s:
-        line += f", Dice {s['dice_before']:.3f} -> {s['dice_after']:.3f}"
+    if s.similarity_deepsim_before is not None:
+        line += f", DeepSim {s.similarity_deepsim_before:.3f} -> {s.similarity_deepsim_after:.3f}"
+    if s.similarity_ncc_before is not None:
+        line += f", NCC {s.similarity_ncc_before:.3f} -> {s.similarity_ncc_after:.3f}"
+    if s.dice_after is not None:
+        line += f", Dice {s.dice_before:.3f} -> {s.dice_after:.3f}"
     print(line)
     print(f"wrote {len(written)} files to {args.out}")
     return 0
@@ -243,28 +228,36 @@ def cmd_warp(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .modelio import models_dir, shipped_models
+    from .api import catalogue, models_dir
 
     skipped = []
-    models = shipped_models(skipped)
+    models = catalogue(skipped=skipped)
     for reason in skipped:
         print(f"deepsim models: skipped: {reason}", file=sys.stderr)
     if not models:
         print(f"no shipped models in {models_dir()}")
         return 1
-    for name, info in models.items():
-        flag = " (default)" if info["default"] else ""
-        io = (
-            f", {info['default_io_steps']} instance-optimisation steps"
-            if info["default_io_steps"]
-            else ""
-        )
-        print(f"{name:<16} {info['spatial_dims']}D{flag}{io}  {info['description']}")
+    for name, m in models.items():
+        flag = " (default)" if m.default else ""
+        io = f", {m.default_io_steps} instance-optimisation steps" if m.default_io_steps else ""
+        print(f"{name:<16} {m.spatial_dims}D{flag}{io}  {m.description}")
     return 0
 
 
+def _training():
+    """deepsim.training, or a clear error where it is not installed (the Slicer extension)."""
+    try:
+        from . import training
+    except ImportError as err:
+        raise RuntimeError(
+            "training is not part of this installation; pip install 'deepsim-registration[train]'"
+        ) from err
+    return training
+
+
 def cmd_train(args) -> int:
-    from .train import train_from_config
+    _training()
+    from .training.train import train_from_config
 
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps}: nothing would be trained; give at least 1 step")
@@ -282,8 +275,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    _training()
     from .config_checks import SPLITS
-    from .evaluate import evaluate_model
+    from .training.evaluate import evaluate_model
 
     if args.split not in SPLITS:
         raise ValueError(f"--split must be one of {', '.join(SPLITS)}; got {args.split!r}")
@@ -291,6 +285,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"--pairs must be at least 1, got {args.pairs}")
     if args.io_steps is not None and args.io_steps < 0:
         raise ValueError(f"--io-steps must be >= 0, got {args.io_steps}")
+
     report = evaluate_model(
         args.data,
         args.model,

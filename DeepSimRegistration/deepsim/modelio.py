@@ -14,7 +14,6 @@ optimisation); a feature-extractor model has ``extractor`` only.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .api import LossSpec, ModelFileError, ModelInfo, Preprocessing
 from .config_checks import ConfigError, check_model_payload, load_torch_file
 from .networks import NetworkConfig, build_network
 
@@ -32,44 +32,24 @@ __all__ = [
     "save_model",
     "read_model_file",
     "load_model",
-    "models_dir",
-    "shipped_models",
-    "resolve_model",
-    "DEFAULT_PREPROCESSING",
 ]
-
-log = logging.getLogger(__name__)
 
 FORMAT = "deepsim"
 VERSION = 1
 
-DEFAULT_PREPROCESSING = {
-    "spacing": 1.0,  # mm, model grid voxel size (scalar or per tensor axis)
-    "multiple": 8,  # model grid size multiple (2 ** number of stages)
-    "orientation": None,  # LPS direction of the model axes; None = identity in tensor order
-    "lower_percentile": 0.5,  # intensity normalisation to [0, 1]
-    "upper_percentile": 99.5,
-    "max_voxels": 8_000_000,
-}
-
-
-class ModelFileError(ValueError):
-    """A model file that is missing, corrupt, of another format or for another dimension."""
-
 
 @dataclass
 class LoadedModel:
-    """Networks rebuilt from a model file, in eval mode."""
+    """Networks rebuilt from a model file, in eval mode, with the file's settings typed."""
 
     name: str
     path: Path | None
     spatial_dims: int
     networks: dict[str, nn.Module]
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    loss: LossSpec = field(default_factory=LossSpec)
+    info: ModelInfo = field(default_factory=ModelInfo)
     config: dict = field(default_factory=dict)
-
-    @property
-    def preprocessing(self) -> dict:
-        return {**DEFAULT_PREPROCESSING, **self.config.get("preprocessing", {})}
 
     @property
     def registration(self) -> nn.Module:
@@ -140,62 +120,12 @@ def load_model(path: str | Path, device="cpu", spatial_dims: int | None = None) 
                 f"{path}: network {name!r} does not match its config ({err})"
             ) from err
         networks[name] = net.to(device).eval()
-    return LoadedModel(config.get("name", path.stem), path, dims, networks, config)
-
-
-def models_dir() -> Path:
-    """Folder of the shipped models (``DEEPSIM_MODELS`` overrides it)."""
-    env = os.environ.get("DEEPSIM_MODELS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "Resources" / "Models"
-
-
-def shipped_models(skipped: list[str] | None = None) -> dict[str, dict]:
-    """Name -> ``{"path", "spatial_dims", "description", "default"}`` of the shipped models. A file
-    that cannot be read is left out (one bad file never hides the others), its reason appended to
-    ``skipped`` when given, else logged."""
-    out = {}
-    folder = models_dir()
-    for path in sorted(folder.glob("*.pt")):
-        try:
-            config, _ = read_model_file(path)
-        except ModelFileError as err:
-            if skipped is None:
-                log.warning("skipping %s: %s", path.name, err)
-            else:
-                skipped.append(str(err))
-            continue
-        if "registration" not in config.get("networks", {}):
-            continue
-        out[path.stem] = {
-            "path": path,
-            "spatial_dims": int(config.get("spatial_dims", 0)),
-            "description": config.get("info", {}).get("description", ""),
-            "default": bool(config.get("info", {}).get("default", False)),
-            "default_io_steps": int(config.get("info", {}).get("default_io_steps", 0)),
-        }
-    return out
-
-
-def resolve_model(name_or_path: str | None, spatial_dims: int) -> Path:
-    """A model file path from a shipped model name, a path, or ``None`` (the default shipped model
-    for ``spatial_dims``)."""
-    models = shipped_models()
-    if name_or_path is None:
-        candidates = [m for m in models.values() if m["spatial_dims"] == spatial_dims]
-        if not candidates:
-            raise ModelFileError(
-                f"no shipped {spatial_dims}D model in {models_dir()}; pass --model PATH"
-            )
-        defaults = [m for m in candidates if m["default"]] or candidates
-        return defaults[0]["path"]
-    if name_or_path in models:
-        return models[name_or_path]["path"]
-    path = Path(name_or_path)
-    if path.suffix or path.exists():
-        return path
-    raise ModelFileError(
-        f"unknown model {name_or_path!r}: not a file and not a shipped model "
-        f"(shipped: {', '.join(sorted(models)) or 'none'})"
-    )
+    try:
+        settings = (
+            Preprocessing.from_dict(config.get("preprocessing")),
+            LossSpec.from_dict(config.get("loss")),
+            ModelInfo.from_dict(config.get("info")),
+        )
+    except (ValueError, TypeError) as err:
+        raise ModelFileError(f"{path}: malformed settings ({err})") from None
+    return LoadedModel(config.get("name", path.stem), path, dims, networks, *settings, config)

@@ -245,7 +245,7 @@ def write_outputs(
         for job in jobs:
             job.result()  # re-raises a failed write
     (tmp / "summary.json").write_text(
-        json.dumps(result.summary, indent=2, allow_nan=False, default=_plain) + "\n"
+        json.dumps(result.summary.to_dict(), indent=2, allow_nan=False, default=_plain) + "\n"
     )
     names.append("summary.json")
     if figure and moving is not None and fixed is not None:
@@ -296,7 +296,7 @@ def save_overview(
             panels.append(
                 (f"similarity {key.replace('_', ' ')}", view(heat[key]), "inferno", (0, 1))
             )
-    jac_title = f"Jacobian (folding {result.summary.get('folding_percent', 0):.2f} %)"
+    jac_title = f"Jacobian (folding {result.summary.folding_percent:.2f} %)"
     panels.append((jac_title, view(result.jacobian), "RdBu_r", (0, 2)))
     fig, axes = plt.subplots(2, 4, figsize=(16, 8))
     axes = axes.ravel()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from .api import CancelFn, Cancelled, ProgressFn, RegistrationOptions, Summary
 from .geometry import Grid, Image, model_grid, overlap_fraction, resample, sample_on_grid
 from .inputs import check_labels, check_model_spacing, check_pipeline_size
 from .jacobian import jacobian_det
@@ -24,12 +25,10 @@ from .metrics import dice_per_label, folding_percent, mean_foreground_dice, std_
 from .modelio import LoadedModel
 from .preprocess import check_finite_nonconstant, normalize_intensity
 from .regularizers import diffusion
-from .similarity import DeepSimLoss, deepsim_map, local_ncc_map
+from .similarity import build_similarity, deepsim_map, local_ncc_map
 from .warp import warp
 
 __all__ = [
-    "Cancelled",
-    "RegistrationOptions",
     "RegistrationResult",
     "optimise_displacement",
     "register",
@@ -37,30 +36,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
-
-
-class Cancelled(RuntimeError):
-    """Raised when ``should_cancel()`` returns True; nothing has been written."""
-
-
-@dataclass
-class RegistrationOptions:
-    """``device``: auto|cpu|cuda. ``affine``: classical pre-alignment. ``io_steps``: Adam steps of
-    DeepSim + lambda * diffusion refining the predicted field (0 = network only; None = the
-    model's recommended number, ``info.default_io_steps`` in its config, else 0); ``io_lr``: their
-    Adam step size in voxels (None = ``info.default_io_lr``, else 0.05).
-    ``model_spacing``: override the model grid spacing in mm (coarser = faster, less memory)."""
-
-    device: str = "auto"
-    affine: bool = True
-    io_steps: int | None = None
-    io_lr: float | None = None
-    model_spacing: float | None = None
-    heatmaps: bool = True
-    warped: bool = True
 
 
 @dataclass
@@ -75,10 +50,10 @@ class RegistrationResult:
     affine: np.ndarray
     displacement: np.ndarray
     jacobian: Image
+    summary: Summary
     warped: Image | None = None
     warped_labels: Image | None = None
     heatmaps: dict[str, Image] = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
 
 
 def select_device(name: str) -> torch.device:
@@ -166,11 +141,10 @@ def register(
     """Register ``moving`` to ``fixed`` with ``model``. Raises ``ValueError`` on bad input,
     ``MemoryError`` when the pair will not fit, :class:`Cancelled` when cancelled."""
     opts = replace(options or RegistrationOptions())
-    info = model.config.get("info", {})
     if opts.io_steps is None:
-        opts.io_steps = int(info.get("default_io_steps", 0))
+        opts.io_steps = model.info.default_io_steps
     if opts.io_lr is None:
-        opts.io_lr = float(info.get("default_io_lr", 0.05))
+        opts.io_lr = model.info.default_io_lr
     t0 = time.perf_counter()
     stages = _Stages(progress, should_cancel)
     dims = fixed.grid.spatial_dims
@@ -189,8 +163,8 @@ def register(
     pre = model.preprocessing
     if opts.model_spacing is not None:
         check_model_spacing(opts.model_spacing, "the model spacing (--model-spacing)")
-    spacing = opts.model_spacing if opts.model_spacing is not None else pre["spacing"]
-    grid = model_grid(fixed.grid, spacing, pre["multiple"], pre["orientation"], pre["max_voxels"])
+    spacing = opts.model_spacing if opts.model_spacing is not None else pre.spacing
+    grid = model_grid(fixed.grid, spacing, pre.multiple, pre.orientation, pre.max_voxels)
     check_pipeline_size(fixed, moving, grid, opts.affine)
     needed, available = (
         _estimate_bytes(model, grid, fixed.grid, opts.io_steps),
@@ -222,7 +196,7 @@ def register(
         )
 
     stages.step(0.15, f"resampling onto the model grid {grid.shape}", "affine")
-    lo, hi = pre["lower_percentile"], pre["upper_percentile"]
+    lo, hi = pre.lower_percentile, pre.upper_percentile
     fixed_norm = Image(normalize_intensity(fixed.array, lo, hi), fixed.grid)
     moving_norm = Image(normalize_intensity(moving.array, lo, hi), moving.grid)
     fixed_m = resample(fixed_norm, grid).array
@@ -246,49 +220,58 @@ def register(
 
     model_jac = model_jacobian(model_disp, grid, affine)
     jacobian = Image(sample_on_grid(model_jac[None], grid, fixed.grid)[0], fixed.grid)
-    result = RegistrationResult(fixed.grid, grid, model_disp, affine, displacement, jacobian)
     stages.step(0.8, "warping the moving image", "field")
-    if opts.warped:
-        result.warped = warp_image(moving, fixed.grid, displacement, "linear")
+    warped = warp_image(moving, fixed.grid, displacement, "linear") if opts.warped else None
+    warped_labels = None
     if moving_labels is not None:
-        result.warped_labels = warp_image(moving_labels, fixed.grid, displacement, "nearest")
+        warped_labels = warp_image(moving_labels, fixed.grid, displacement, "nearest")
 
     stages.step(0.88, "similarity heatmaps", "warp")
-    means = {}
+    heatmaps, means = {}, {}
     if opts.heatmaps:
-        result.heatmaps, means = _heatmaps(
+        heatmaps, means = _heatmaps(
             model, moving_norm, fixed_m, moving_m, disp, grid, fixed.grid, device
         )
 
     stages.step(0.97, "summary", "heatmaps")
-    summary = {
-        "runtime_s": round(time.perf_counter() - t0, 3),
-        "device": device.type,
-        "model": model.name,
-        "model_grid_shape": list(grid.shape),
-        "model_grid_spacing_mm": [round(float(s), 4) for s in grid.spacing],
-        "affine": affine.tolist(),
-        "folding_percent": folding_percent(model_jac),
-        "std_log_jacobian": std_log_jacobian(model_jac),
-        "jacobian_min": float(model_jac.min()),
-        "jacobian_max": float(model_jac.max()),
-        "io_steps": opts.io_steps,
+    summary = Summary(
+        runtime_s=round(time.perf_counter() - t0, 3),
+        device=device.type,
+        model=model.name,
+        model_grid_shape=list(grid.shape),
+        model_grid_spacing_mm=[round(float(s), 4) for s in grid.spacing],
+        affine=affine.tolist(),
+        folding_percent=folding_percent(model_jac),
+        std_log_jacobian=std_log_jacobian(model_jac),
+        jacobian_min=float(model_jac.min()),
+        jacobian_max=float(model_jac.max()),
+        io_steps=opts.io_steps,
+        timings_s=stages.timings,
         **means,
-    }
+    )
     if fixed_labels is not None and moving_labels is not None:
         before = resample(moving_labels, fixed.grid, None, "nearest").array
-        summary["dice_before"] = mean_foreground_dice(fixed_labels.array, before)
+        summary.dice_before = mean_foreground_dice(fixed_labels.array, before)
         if opts.affine:
             aff = resample(moving_labels, fixed.grid, affine, "nearest").array
-            summary["dice_affine"] = mean_foreground_dice(fixed_labels.array, aff)
-        summary["dice_after"] = mean_foreground_dice(fixed_labels.array, result.warped_labels.array)
-        summary["dice_per_label_after"] = {
-            str(k): v
-            for k, v in dice_per_label(fixed_labels.array, result.warped_labels.array).items()
+            summary.dice_affine = mean_foreground_dice(fixed_labels.array, aff)
+        summary.dice_after = mean_foreground_dice(fixed_labels.array, warped_labels.array)
+        summary.dice_per_label_after = {
+            str(k): v for k, v in dice_per_label(fixed_labels.array, warped_labels.array).items()
         }
     stages.timings["total"] = round(time.perf_counter() - t0, 4)
-    summary["timings_s"] = stages.timings
-    result.summary = summary
+    result = RegistrationResult(
+        fixed.grid,
+        grid,
+        model_disp,
+        affine,
+        displacement,
+        jacobian,
+        summary,
+        warped,
+        warped_labels,
+        heatmaps,
+    )
     if progress is not None:
         progress(1.0, "done")
     return result
@@ -318,11 +301,8 @@ def _instance_optimise(
         raise ValueError(
             f"model {model.name!r} has no feature extractor, so it cannot run instance optimisation"
         )
-    loss_cfg = model.config.get("loss", {})
-    lam = float(loss_cfg.get("lambda", 1.0))
-    sim = DeepSimLoss(
-        extractor.to(device), loss_cfg.get("levels"), loss_cfg.get("level_weights")
-    ).to(device)
+    lam = model.loss.lam
+    sim = build_similarity(replace(model.loss, similarity="deepsim"), extractor.to(device))
     f, m = _to_tensor(fixed_m, device), _to_tensor(moving_m, device)
 
     def after_step(step: int) -> None:
@@ -426,7 +406,7 @@ def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, dev
     names, arrays, means = [], [], {}
     extractor = model.extractor
     with torch.inference_mode():
-        levels = model.config.get("loss", {}).get("levels")
+        levels = None if model.loss.levels is None else list(model.loss.levels)
         fixed_feats = extractor.to(device).eval().features(f) if extractor is not None else None
         for when, img in pairs.items():
             values = {"ncc": local_ncc_map(img, f)}

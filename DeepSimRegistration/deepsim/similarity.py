@@ -7,15 +7,18 @@ squared local NCC as in VoxelMorph (Balakrishnan et al., TMI 2019).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .api import LossSpec
 from .warp import interp_mode, warp
 
 __all__ = [
+    "build_similarity",
     "mse",
     "local_ncc_map",
     "ncc_loss",
@@ -236,3 +239,34 @@ class VGGFeatures(nn.Module):
             x = self.features_seq[start:stop](x)
             out.append(x)
         return out
+
+
+def build_similarity(
+    spec: LossSpec, extractor: nn.Module | None = None
+) -> Callable[..., torch.Tensor]:
+    """The similarity loss a :class:`~deepsim.api.LossSpec` names, the one place that interprets
+    it (training, instance optimisation, benchmarks). Called as ``loss(warped, fixed)``, except
+    NCC_sup: ``loss(warped, fixed, disp, moving_labels, fixed_labels)``. ``extractor``: the
+    DeepSim feature extractor (required for ``deepsim``)."""
+    name = spec.similarity
+    if name == "mse":
+        return mse
+    if name == "ncc":
+        return lambda warped, fixed: ncc_loss(warped, fixed, spec.window)
+    if name == "ncc_sup":
+        if spec.n_classes is None:
+            raise ValueError("the ncc_sup similarity needs loss.n_classes")
+        return NCCSupLoss(spec.n_classes, spec.window)
+    if name == "deepsim":
+        if extractor is None:
+            raise ValueError("the deepsim similarity needs a feature extractor")
+        return DeepSimLoss(
+            extractor,
+            None if spec.levels is None else list(spec.levels),
+            None if spec.level_weights is None else list(spec.level_weights),
+        )
+    if name == "vgg":
+        if spec.vgg_weights is None:
+            raise ValueError("the vgg similarity needs loss.vgg_weights")
+        return DeepSimLoss(VGGFeatures(spec.vgg_weights))
+    raise ValueError(f"unknown similarity {name!r}")

@@ -566,7 +566,7 @@ CASES: list[Case] = [
             + [model_payload(w / "in" / "neg.pt", set_config(preprocessing__spacing=-1.0))]
             + reg(e, w)[7:]
         ),
-        "preprocessing.spacing must be a positive number",
+        "preprocessing.spacing must be a positive",
     ),
     Case(
         "single-slice-volume",

@@ -86,11 +86,12 @@ def make_tiny_model(path, channels=(4, 8), spacing=3.0, multiple=4, seed=0):
 
 def model_for_tests(tmp_dir) -> Path:
     """The shipped 3D model when one exists, else a tiny random one in ``tmp_dir``."""
-    from deepsim.modelio import shipped_models
+    from deepsim.api import ModelFileError, default_model
 
-    shipped = [m["path"] for m in shipped_models().values() if m["spatial_dims"] == 3]
-    if shipped:
-        return Path(shipped[0])
+    try:
+        return default_model(3).path
+    except ModelFileError:
+        pass
     return make_tiny_model(Path(tmp_dir) / "tiny3d.pt")
 
 

@@ -1,4 +1,4 @@
-"""Tests of deepsim.anatomy (real templates on the common grid) and deepsim.benchdata.
+"""Tests of deepsim.training.anatomy (real templates on the common grid) and deepsim.training.benchdata.
 
 The MGH reader, the grid geometry and the label mappings are tested without data. Tests that
 need a data package are skipped when it is missing; when it is installed the cache is really
@@ -15,8 +15,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from deepsim import anatomy
-from deepsim.anatomy import (
+from deepsim.training import anatomy
+from deepsim.training.anatomy import (
     GRID_SHAPE,
     available,
     common_scheme,
@@ -27,7 +27,7 @@ from deepsim.anatomy import (
     slices,
     tissue_labels,
 )
-from deepsim.benchdata import pair_generator, semi_synthetic_pairs, template_pairs
+from deepsim.training.benchdata import pair_generator, semi_synthetic_pairs, template_pairs
 from deepsim.warp import warp
 
 NEEDS = {name: pytest.mark.skipif(not available(name), reason=f"{name} data package missing") for name in list_anatomies()}  # fmt: skip  # noqa: E501

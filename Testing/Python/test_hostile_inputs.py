@@ -159,18 +159,26 @@ def test_sigterm_cleans_up_like_ctrl_c(env, tmp_path):
 
 
 def test_bad_file_in_models_folder(env, tmp_path, monkeypatch):
-    """One malformed model file: 'deepsim models' lists the others and names it; the default
-    registration still runs."""
+    """Malformed files in the models folder: 'deepsim models' lists the good model and names the
+    others; the default registration still runs."""
+    import json
+
+    from deepsim.api import catalogue_entry
+    from deepsim.modelio import read_model_file
+
     folder = tmp_path / "models"
     folder.mkdir()
-    (folder / "aaa-broken.pt").write_bytes(b"")
-    hc.model_payload(folder / "bbb-malformed.pt", hc.set_config(spatial_dims="x"))
-    (folder / "bbb-malformed.src.pt").unlink()
-    hc.make_model_file(folder / "good2d.pt", 2, spacing=1.0, info={"default": True})
+    (folder / "aaa-broken.pt").write_bytes(b"")  # no catalogue file
+    (folder / "bbb-malformed.pt").write_bytes(b"")
+    (folder / "bbb-malformed.json").write_text('{"name": 3')
+    good = hc.make_model_file(folder / "good2d.pt", 2, spacing=1.0, info={"default": True})
+    entry = catalogue_entry(read_model_file(good)[0])
+    (folder / "good2d.json").write_text(json.dumps(entry))
     monkeypatch.setenv("DEEPSIM_MODELS", str(folder))
     rc, out, err = run_cli(["models"])
     assert rc == 0 and "good2d" in out
-    assert "aaa-broken.pt: the file is empty" in err and "bbb-malformed.pt" in err
+    assert "aaa-broken.pt: its catalogue file aaa-broken.json is missing" in err
+    assert "bbb-malformed.pt: its catalogue file bbb-malformed.json is malformed" in err
     (tmp_path / "in").mkdir()
     argv = hc.reg(env, tmp_path)
     argv[4] = tmp_path / "out"

@@ -7,9 +7,10 @@ import torch
 from scipy import ndimage
 
 from conftest import blob_image, make_model_file, oblique_grid
+from deepsim.api import RegistrationOptions
 from deepsim.geometry import Image, model_grid
 from deepsim.modelio import load_model
-from deepsim.register import RegistrationOptions, full_displacement, register, warp_image
+from deepsim.register import full_displacement, register, warp_image
 
 
 def _smooth_field(shape, amplitude, seed=0):
@@ -141,7 +142,7 @@ def test_summary_and_heatmaps(tiny_model_2d):
         labels_f,
         labels_m,
     )
-    s = res.summary
+    s = res.summary.to_dict()
     for key in (
         "runtime_s",
         "device",
@@ -162,7 +163,7 @@ def test_summary_and_heatmaps(tiny_model_2d):
 
 
 def test_cancel_raises_and_reports(tiny_model_2d):
-    from deepsim.register import Cancelled
+    from deepsim.api import Cancelled
 
     grid = oblique_grid((32, 32))
     calls = []

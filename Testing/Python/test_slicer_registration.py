@@ -12,7 +12,8 @@ pytest.importorskip("torch")
 import vtk  # noqa: E402
 
 import DeepSimRegistrationLib.registration as reg  # noqa: E402
-from deepsim.register import Cancelled, warp_image  # noqa: E402
+from deepsim.api import Cancelled  # noqa: E402
+from deepsim.register import warp_image  # noqa: E402
 from DeepSimRegistrationLib import (  # noqa: E402
     DIVERGING_BLUE_RED_ID,
     INFERNO_ID,

@@ -1,4 +1,4 @@
-"""Tests of deepsim.synth: synthetic pairs with exact labels and ground-truth displacements."""
+"""Tests of deepsim.training.synth: synthetic pairs with exact labels and ground-truth displacements."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from deepsim.synth import (
+from deepsim.training.synth import (
     SynthConfig,
     SyntheticPairs,
     augment_intensity,

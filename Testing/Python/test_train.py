@@ -6,11 +6,12 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
 from deepsim.modelio import load_model
-from deepsim.train import dice_ce_loss, train
+from deepsim.training.train import dice_ce_loss, train
 
 DATA = {"kind": "synthetic", "shape": [32, 32], "synth": {"n_labels": 4, "max_disp": 3.0}}
 
@@ -65,7 +66,7 @@ def test_registration_training_lowers_loss_and_keeps_config(tmp_path):
     log = _log(tmp_path)
     assert log[-1]["val_loss"] < log[0]["val_loss"]
     model = load_model(tmp_path / "model.pt")
-    assert model.config["loss"]["similarity"] == "mse"
+    assert model.loss.similarity == "mse"
     assert "val_dice" in model.config["metrics"]
 
 
@@ -105,7 +106,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
 
 
 def test_bad_config_is_refused(tmp_path):
-    from deepsim.train import load_config
+    from deepsim.training.train import load_config
 
     p = tmp_path / "c.json"
     p.write_text('{"task": "registration"}')
@@ -124,7 +125,7 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
     script.write_text(
         textwrap.dedent(f"""
         import hashlib, json, os, torch
-        from deepsim.train import dice_ce_loss, train
+        from deepsim.training.train import dice_ce_loss, train
         cfg = json.load(open({str(tmp_path / "cfg.json")!r}))
         outcome = train(cfg, {str(tmp_path / "out")!r}, device="cpu", progress=False)
         rank = int(os.environ["RANK"])
@@ -175,3 +176,29 @@ def test_training_from_a_folder_of_nifti_images(tmp_path):
     assert outcome.step == 10
     log = _log(tmp_path / "out")
     assert 0 < log[-1]["val_dice_identity"] <= 1
+
+
+def test_data_kinds_are_an_open_registry():
+    """A new kind plugs in with register_source (no patching); each source carries its grid."""
+    from deepsim.geometry import Grid
+    from deepsim.training.datasets import make_source, register_source
+
+    class Constant:
+        def __init__(self, data, split):
+            self.grid = Grid((8, 8), np.diag([2.0, 3.0, 1.0]))
+            self.split = split
+
+        def pair(self, index, device="cpu"):
+            x = torch.full((1, 1, 8, 8), float(index))
+            return {"fixed": x, "moving": x, "fixed_labels": x.long(), "moving_labels": x.long()}
+
+        def sample(self, generator, device="cpu"):
+            return self.pair(0, device)
+
+    register_source("constant-test", lambda data, split, seed, pre: Constant(data, split))
+    source = make_source({"kind": "constant-test"}, "val")
+    assert source.split == "val" and source.grid.spacing.tolist() == [2.0, 3.0]
+    synthetic = make_source({"kind": "synthetic", "shape": [16, 16]}, "train")
+    assert synthetic.grid.shape == (16, 16)
+    with pytest.raises(ValueError, match="constant-test.*synthetic|data.kind must be one of"):
+        make_source({"kind": "nope"})

@@ -37,6 +37,8 @@ from typing import Any, Literal
 import numpy as np
 import SimpleITK as sitk
 
+from ..geometry import Grid
+
 __all__ = [
     "ANATOMIES",
     "GRID_ORIGIN_RAS",
@@ -234,6 +236,18 @@ def reference_image() -> sitk.Image:
     image.SetOrigin((-r, -a, s))  # RAS -> LPS
     image.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
     return image
+
+
+def anatomy_grid(spatial_dims: int = 3) -> Grid:
+    """The common grid as a :class:`~deepsim.geometry.Grid`; in 2D, an axial slice of it (tensor
+    axis 0 removed, the in-plane world axes x, y kept)."""
+    grid = Grid.from_sitk(reference_image())
+    if spatial_dims == 3:
+        return grid
+    m = np.eye(3)
+    m[:2, :2] = grid.linear[:2, 1:]
+    m[:2, 2] = grid.index_to_lps[:2, 3]
+    return Grid(GRID_SHAPE[1:], m)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,27 +1,52 @@
 """Training data behind one small interface: a source of image pairs with labels on the model grid.
 
-A *source* has ``sample(generator, device) -> dict`` (one random pair) and ``pair(index, device)``
+A *source* has ``sample(generator, device) -> dict`` (one random pair), ``pair(index, device)``
 (a fixed, reproducible pair, for validation), each returning ``(1, 1, *shape)`` tensors
-``fixed, moving`` in ``[0, 1]`` and integer ``fixed_labels, moving_labels``.
+``fixed, moving`` in ``[0, 1]`` and integer ``fixed_labels, moving_labels``, and ``grid``: the
+physical grid of its arrays (evaluation registers them there).
 
-Kinds (the ``data`` entry of a training config):
+Kinds (the ``data`` entry of a training config) are an open registry: :func:`register_source`
+adds one (the benchmarks add theirs), :func:`make_source` builds the one a config names. Built in:
 
 * ``{"kind": "synthetic", "shape": [...], "synth": {...}}``: on-the-fly synthetic pairs
-  (:mod:`deepsim.synth`), optionally seeded with real anatomies (``"anatomies": ["fsaverage"]``);
+  (:mod:`deepsim.training.synth`), optionally seeded with real anatomies (``"anatomies": ["fsaverage"]``);
 * ``{"kind": "folder", "root": DIR, ...}``: NIfTI images in ``DIR/images`` and label maps of the
   same names in ``DIR/labels``, resampled onto one model grid;
 * ``{"kind": "anatomy", "names": [...]}``: semi-synthetic pairs of real anatomies under known
-  deformations (:mod:`deepsim.benchdata`), for evaluation.
+  deformations (:mod:`deepsim.training.benchdata`), for evaluation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["make_source", "FolderPairs"]
+from ..geometry import Grid
+
+__all__ = ["PairSource", "register_source", "make_source", "FolderPairs"]
+
+
+class PairSource(Protocol):
+    grid: Grid
+
+    def sample(self, generator: torch.Generator, device="cpu") -> dict: ...
+
+    def pair(self, index: int, device="cpu") -> dict: ...
+
+
+SourceFactory = Callable[[dict, str, int, "dict | None"], PairSource]
+"""``factory(data, split, seed, preprocessing) -> source``."""
+
+_SOURCES: dict[str, SourceFactory] = {}
+
+
+def register_source(kind: str, factory: SourceFactory) -> None:
+    """Make ``{"kind": kind, ...}`` data configs build their source with ``factory``."""
+    _SOURCES[kind] = factory
 
 
 class FolderPairs:
@@ -31,11 +56,11 @@ class FolderPairs:
     def __init__(
         self, root: str | Path, preprocessing: dict, split: str = "train", val_fraction=0.2
     ):
-        from .geometry import model_grid, read_image, resample
-        from .modelio import DEFAULT_PREPROCESSING
-        from .preprocess import normalize_intensity
+        from ..api import Preprocessing
+        from ..geometry import model_grid, read_image, resample
+        from ..preprocess import normalize_intensity
 
-        pre = {**DEFAULT_PREPROCESSING, **preprocessing}
+        pre = Preprocessing.from_dict(preprocessing)
         root = Path(root)
         paths = sorted(p for p in (root / "images").glob("*") if p.is_file())
         if len(paths) < 2:
@@ -45,11 +70,11 @@ class FolderPairs:
         n_val = max(1, int(round(len(paths) * val_fraction))) if len(paths) > 2 else 0
         paths = paths[n_val:] if split == "train" else paths[:n_val] or paths
         first = read_image(paths[0])
-        self.grid = model_grid(first.grid, pre["spacing"], pre["multiple"], pre["orientation"])
+        self.grid = model_grid(first.grid, pre.spacing, pre.multiple, pre.orientation)
         self.images, self.labels = [], []
         for path in paths:
             img = read_image(path)
-            norm = normalize_intensity(img.array, pre["lower_percentile"], pre["upper_percentile"])
+            norm = normalize_intensity(img.array, pre.lower_percentile, pre.upper_percentile)
             img.array = norm
             self.images.append(
                 torch.from_numpy(resample(img, self.grid).array.astype(np.float32))[None, None]
@@ -89,7 +114,14 @@ class _Synthetic:
             seeds = [_anatomy_seed(name, cfg.get("label_scheme")) for name in cfg["anatomies"]]
         config = synth.SynthConfig.from_dict(cfg.get("synth", {}))
         offset = 0 if split == "train" else 10_000_019
-        self.pairs = synth.SyntheticPairs(tuple(cfg["shape"]), config, seed + offset, seeds=seeds)
+        shape = tuple(cfg["shape"])
+        self.pairs = synth.SyntheticPairs(shape, config, seed + offset, seeds=seeds)
+        if seeds:  # seeded by anatomies: their grid
+            from .anatomy import anatomy_grid
+
+            self.grid = anatomy_grid(len(shape))
+        else:
+            self.grid = Grid(shape, np.eye(len(shape) + 1))
 
     def sample(self, generator, device="cpu") -> dict:
         return {k: v.to(device) for k, v in self.pairs.sample(generator).items()}
@@ -100,7 +132,7 @@ class _Synthetic:
 
 def _anatomy_seed(name: str, scheme: str | None):
     """``(labels, image)`` tensors of a real anatomy; labels mapped to ``scheme``: a coarse
-    scheme of :func:`deepsim.anatomy.tissue_labels`, or ``contiguous`` (ids renumbered 0..K-1)."""
+    scheme of :func:`deepsim.training.anatomy.tissue_labels`, or ``contiguous`` (ids renumbered 0..K-1)."""
     from .anatomy import load_anatomy, tissue_labels
 
     image, labels, _ = load_anatomy(name)
@@ -118,6 +150,9 @@ class _Anatomy:
         self.name, self.scheme = cfg["names"][0], cfg.get("label_scheme")
         self.spatial_dims = int(cfg.get("spatial_dims", 3))
         self.seed = seed + (0 if split == "test" else 7919)
+        from .anatomy import anatomy_grid
+
+        self.grid = anatomy_grid(self.spatial_dims)
 
     def pair(self, index: int, device="cpu") -> dict:
         from .benchdata import semi_synthetic_pairs
@@ -140,6 +175,7 @@ class _Cropped:
 
     def __init__(self, source, crop: list[int]):
         self.source, self.crop = source, [int(c) for c in crop]
+        self.grid = source.grid
 
     def sample(self, generator, device="cpu") -> dict:
         item = self.source.sample(generator, device)
@@ -160,16 +196,18 @@ class _Cropped:
 
 def make_source(data: dict, split: str = "train", seed: int = 0, preprocessing: dict | None = None):
     """The pair source a ``data`` config describes (see module docstring)."""
-    source = _make_source(data, split, seed, preprocessing)
+    kind = data.get("kind")
+    if kind not in _SOURCES:
+        raise ValueError(f"data.kind must be one of {', '.join(sorted(_SOURCES))}; got {kind!r}")
+    source = _SOURCES[kind](data, split, seed, preprocessing)
     return _Cropped(source, data["crop"]) if data.get("crop") and split == "train" else source
 
 
-def _make_source(data: dict, split: str, seed: int, preprocessing: dict | None):
-    kind = data.get("kind")
-    if kind == "synthetic":
-        return _Synthetic(data, split, seed)
-    if kind == "folder":
-        return FolderPairs(data["root"], preprocessing or {}, split, data.get("val_fraction", 0.2))
-    if kind == "anatomy":
-        return _Anatomy(data, split, seed)
-    raise ValueError(f"make_source(): data kind must be synthetic, folder or anatomy; got {kind!r}")
+register_source("synthetic", lambda data, split, seed, pre: _Synthetic(data, split, seed))
+register_source("anatomy", lambda data, split, seed, pre: _Anatomy(data, split, seed))
+register_source(
+    "folder",
+    lambda data, split, seed, pre: FolderPairs(
+        data["root"], pre or {}, split, data.get("val_fraction", 0.2)
+    ),
+)

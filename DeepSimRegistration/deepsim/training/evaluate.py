@@ -2,8 +2,9 @@
 
 Every pair goes through :func:`deepsim.register.register` (affine, model grid, network, mapping
 to the fixed grid), so the numbers describe what ``deepsim register`` does. Reported per pair and
-as means: mean foreground Dice at identity, after the affine and after registration, folding %,
-std log|J| and, where the data know the true displacement, the endpoint error in mm.
+as means: mean foreground Dice at identity, after the affine and after registration, and the
+scores of :func:`deepsim.scoring.score_on_fixed_grid_mm` (folding %, std log|J| on the fixed grid;
+the endpoint error in mm over the fixed foreground where the data know the true displacement).
 """
 
 from __future__ import annotations
@@ -13,36 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .config_checks import check_data_config, read_json_config
-from .geometry import Grid, Image
-from .metrics import mean_foreground_dice
+from ..config_checks import check_data_config, read_json_config
+from ..geometry import Grid, Image
+from ..metrics import mean_foreground_dice
+from ..scoring import score_on_fixed_grid_mm
 
-__all__ = ["evaluate_model", "evaluate_pairs", "data_grid"]
+__all__ = ["evaluate_model", "evaluate_pairs"]
 
 log = logging.getLogger(__name__)
-
-
-def data_grid(data: dict, shape: tuple[int, ...]) -> Grid:
-    """Physical grid of a data source's arrays: the anatomy grid for real anatomies, else 1 mm."""
-    d = len(shape)
-    if data.get("kind") == "anatomy" or data.get("anatomies"):
-        from .anatomy import reference_image
-
-        grid = Grid.from_sitk(reference_image())
-        if d == 3:
-            return grid
-        # an axial slice (tensor axis 0 removed): keep the in-plane world axes x, y
-        m = np.eye(3)
-        m[:2, :2] = grid.linear[:2, 1:]
-        m[:2, 2] = grid.index_to_lps[:2, 3]
-        return Grid(shape, m)
-    return Grid(shape, np.eye(d + 1))
 
 
 def evaluate_pairs(pairs, model, grid: Grid, device="cpu", io_steps=None, affine=True) -> dict:
     """Register each pair dict (``fixed, moving, fixed_labels, moving_labels`` tensors or arrays,
     optional ``disp`` in fixed voxels) and summarise."""
-    from .register import RegistrationOptions, register
+    from ..api import RegistrationOptions
+    from ..register import register
 
     rows = []
     opts = RegistrationOptions(device=device, affine=affine, io_steps=io_steps, heatmaps=False)
@@ -59,26 +45,26 @@ def evaluate_pairs(pairs, model, grid: Grid, device="cpu", io_steps=None, affine
         fl = Image(arr["fixed_labels"].astype(np.int16), grid)
         ml = Image(arr["moving_labels"].astype(np.int16), grid)
         res = register(fixed, moving, model, opts, fl, ml)
-        s = res.summary
-        row = {
-            "pair": i,
-            "dice_identity": mean_foreground_dice(fl.array, ml.array),
-            "dice_affine": s.get("dice_affine"),
-            "dice_after": s["dice_after"],
-            "folding_percent": s["folding_percent"],
-            "std_log_jacobian": s["std_log_jacobian"],
-            "runtime_s": s["runtime_s"],
-        }
+        true_mm = None
         if "disp" in p:
             true_vox = np.moveaxis(
                 np.asarray(p["disp"].cpu() if hasattr(p["disp"], "cpu") else p["disp"])[0], 0, -1
             )
             true_mm = true_vox @ grid.linear.T
-            row["endpoint_error_mm"] = float(
-                np.linalg.norm(res.displacement - true_mm, axis=-1).mean()
-            )
-        rows.append(row)
-        log.info("pair %d: %s", i, row)
+        score = score_on_fixed_grid_mm(fl, ml, res.displacement, true_mm)
+        rows.append(
+            {
+                "pair": i,
+                "dice_identity": mean_foreground_dice(fl.array, ml.array),
+                "dice_affine": res.summary.dice_affine,
+                "dice_after": score.mean_dice,
+                "folding_percent_fixed_grid": score.folding_percent_fixed_grid,
+                "std_log_jacobian_fixed_grid": score.std_log_jacobian_fixed_grid,
+                "endpoint_error_mm": score.endpoint_error_mm,
+                "runtime_s": res.summary.runtime_s,
+            }
+        )
+        log.info("pair %d: %s", i, rows[-1])
     keys = [k for k in rows[0] if k != "pair" and rows[0][k] is not None]
     means = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
     return {"model": model.name, "pairs": len(rows), "mean": means, "per_pair": rows}
@@ -89,15 +75,16 @@ def evaluate_model(
 ) -> dict:
     """Entry point of ``deepsim evaluate``: ``data_config`` is a JSON file with a ``data`` entry
     (as in training configs)."""
+    from ..api import resolve_model
+    from ..modelio import load_model
     from .datasets import make_source
-    from .modelio import load_model, resolve_model
 
     cfg = read_json_config(data_config, "data config")
     data = cfg["data"] if "data" in cfg else cfg
     check_data_config(data, f"data config {data_config}")
     source = make_source(data, split, int(cfg.get("seed", 0)))
     items = [source.pair(i) for i in range(pairs)]
-    grid = data_grid(data, tuple(items[0]["fixed"].shape[2:]))
+    grid = source.grid
     model = load_model(resolve_model(model_name, grid.spatial_dims), spatial_dims=grid.spatial_dims)
     report = evaluate_pairs(items, model, grid, device=device, io_steps=io_steps)
     report["data"] = data

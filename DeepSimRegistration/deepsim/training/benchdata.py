@@ -6,9 +6,9 @@
   Dice. Reproducible from ``seed``.
 - :func:`template_pairs`: real pairs between two different templates (no ground-truth
   deformation), with labels mapped to the richest label scheme both support
-  (:func:`deepsim.anatomy.common_scheme`), so Dice is meaningful.
+  (:func:`deepsim.training.anatomy.common_scheme`), so Dice is meaningful.
 
-Both work in 3D on the common 2 mm grid of :mod:`deepsim.anatomy` ``(96, 112, 96)`` or in 2D on
+Both work in 3D on the common 2 mm grid of :mod:`deepsim.training.anatomy` ``(96, 112, 96)`` or in 2D on
 slices of it. Tensors follow :mod:`deepsim.warp`: images ``(1, 1, *spatial)``, displacements
 ``(1, D, *spatial)`` in voxels, ``warp(moving, disp) ≈ fixed``.
 """
@@ -99,14 +99,14 @@ def semi_synthetic_pairs(
 ) -> Iterator[dict[str, Any]]:
     """Real anatomy and real labels under known random deformations and intensity changes.
 
-    Pair ``i`` is :func:`deepsim.synth.synth_pair` with the anatomy's labels and image as seeds
+    Pair ``i`` is :func:`deepsim.training.synth.synth_pair` with the anatomy's labels and image as seeds
     and the generator :func:`pair_generator` ``(seed, i)``: the moving image is the template
     under a small random deformation, the fixed image the template under that deformation
     composed with the ground truth ``disp``, each with its own intensity augmentation. So
     ``warp(moving, disp) ≈ fixed`` and ``warp(moving_labels, disp, "nearest") ≈ fixed_labels``.
 
     Args:
-        anatomy: a name of :func:`deepsim.anatomy.list_anatomies` (its package must be
+        anatomy: a name of :func:`deepsim.training.anatomy.list_anatomies` (its package must be
             installed).
         n: number of pairs.
         seed: benchmark seed; the same (anatomy, n, seed, settings) give the same pairs.
@@ -114,14 +114,14 @@ def semi_synthetic_pairs(
         config: generator settings (default :data:`BENCH_CONFIG`; for the real image use
             ``real_image_prob=1``).
         scheme: None keeps the anatomy's own labels; a scheme of
-            :data:`deepsim.anatomy.TISSUE_SCHEMES` maps them to shared coarse classes first.
+            :data:`deepsim.training.anatomy.TISSUE_SCHEMES` maps them to shared coarse classes first.
         slice_axis: for 2D, 0 axial, 1 coronal, 2 sagittal.
         slice_index: for 2D, index along ``slice_axis`` (default: through the brain centre).
         device: device of the tensors.
         start: index of the first pair (pairs ``start .. start + n - 1``; random access).
 
     Yields:
-        Dicts of :func:`deepsim.synth.synth_pair` (``fixed``, ``moving``, ``fixed_labels``,
+        Dicts of :func:`deepsim.training.synth.synth_pair` (``fixed``, ``moving``, ``fixed_labels``,
         ``moving_labels``, ``disp``) plus ``anatomy``, ``index``, ``seed`` and ``label_names``.
     """
     _check_common("semi_synthetic_pairs", spatial_dims, slice_axis)

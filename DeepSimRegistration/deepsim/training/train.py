@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config_checks import ConfigError, check_training_config, load_torch_file, read_json_config
-from .metrics import mean_foreground_dice
-from .modelio import DEFAULT_PREPROCESSING, LoadedModel, load_model, save_model
-from .networks import NetworkConfig, build_network
-from .regularizers import diffusion
-from .similarity import DeepSimLoss, NCCSupLoss, VGGFeatures, mse, ncc_loss
-from .warp import warp
+from ..api import LossSpec, Preprocessing
+from ..config_checks import (
+    ConfigError,
+    check_training_config,
+    load_torch_file,
+    read_json_config,
+)
+from ..metrics import mean_foreground_dice
+from ..modelio import LoadedModel, load_model, save_model
+from ..networks import NetworkConfig, build_network
+from ..progress import ProgressBar
+from ..regularizers import diffusion
+from ..similarity import build_similarity
+from ..warp import warp
 
 __all__ = [
     "train",
@@ -89,31 +95,23 @@ def _resolve(path: str, base: Path) -> Path:
 def similarity_loss(
     cfg: dict, spatial_dims: int, base: Path, device
 ) -> tuple[Callable, LoadedModel | None]:
-    """``(loss_fn(warped, fixed, disp, batch), extractor model file)`` for ``loss.similarity``;
-    the extractor is returned for DeepSim, so a registration model file can carry it."""
-    name = cfg.get("similarity", "deepsim")
-    if name == "mse":
-        return (lambda w, f, d, b: mse(w, f)), None
-    if name == "ncc":
-        return (lambda w, f, d, b: ncc_loss(w, f, cfg.get("window", 9))), None
-    if name == "ncc_sup":
-        sup = NCCSupLoss(int(cfg["n_classes"]), cfg.get("window", 9))
-        return (lambda w, f, d, b: sup(w, f, d, b["moving_labels"], b["fixed_labels"])), None
-    if name == "deepsim":
-        extractor = load_model(_resolve(cfg["extractor"], base), device)
-        loss = DeepSimLoss(
-            extractor.networks["extractor"], cfg.get("levels"), cfg.get("level_weights")
-        )
-        loss.to(device)
-        return (lambda w, f, d, b: loss(w, f)), extractor
-    if name == "vgg":
-        if spatial_dims != 2:
-            raise ValueError("the VGG similarity is 2D only")
-        loss = DeepSimLoss(VGGFeatures(cfg["vgg_weights"])).to(device)
-        return (lambda w, f, d, b: loss(w, f)), None
-    raise ValueError(
-        f"loss.similarity must be one of mse, ncc, ncc_sup, deepsim, vgg; got {name!r}"
-    )
+    """``(loss_fn(warped, fixed, disp, batch), extractor model file)`` for the config's ``loss``
+    (built by :func:`deepsim.similarity.build_similarity`); the extractor is returned for DeepSim,
+    so a registration model file can carry it."""
+    spec = LossSpec.from_dict(cfg)
+    if spec.similarity == "vgg" and spatial_dims != 2:
+        raise ValueError("the VGG similarity is 2D only")
+    extractor = None
+    if spec.similarity == "deepsim":
+        if spec.extractor is None:
+            raise ValueError("loss.extractor: the deepsim similarity needs an extractor model file")
+        extractor = load_model(_resolve(spec.extractor, base), device)
+    sim = build_similarity(spec, extractor.networks["extractor"] if extractor else None)
+    if isinstance(sim, nn.Module):
+        sim.to(device)
+    if spec.similarity == "ncc_sup":
+        return (lambda w, f, d, b: sim(w, f, d, b["moving_labels"], b["fixed_labels"])), extractor
+    return (lambda w, f, d, b: sim(w, f)), extractor
 
 
 def dice_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -148,7 +146,7 @@ class _Task:
         self.kind = cfg["task"]
         self.net = net
         self.extractor = None
-        self.lam = float(cfg.get("loss", {}).get("lambda", 1.0))
+        self.lam = LossSpec.from_dict(cfg.get("loss")).lam
         if self.kind == "registration":
             self.sim, self.extractor = similarity_loss(
                 cfg.get("loss", {}), cfg["spatial_dims"], base, device
@@ -260,7 +258,7 @@ def train(
     model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     use_amp = bool(optim_cfg["amp"]) and dev.type == "cuda"
     steps = int(optim_cfg["steps"])
-    bar = _bar(steps, step, progress and rank == 0, cfg.get("name", "train"))
+    bar = ProgressBar(steps, step, cfg.get("name", "train")) if progress and rank == 0 else None
     net.train()
     t_start = time.perf_counter() - wall
     while step < steps:
@@ -271,7 +269,8 @@ def train(
         loss.backward()
         opt.step()
         step += 1
-        bar(step, float(loss.detach()))
+        if bar is not None:
+            bar.show(step, f"loss {float(loss.detach()):.4f}")
         last = step == steps
         if step % optim_cfg["val_every"] == 0 or last:
             metrics = task.validate(val_src, optim_cfg["val_pairs"], dev)
@@ -292,7 +291,8 @@ def train(
             _save_checkpoint(
                 ckpt_path, cfg, net, opt, sched, step, time.perf_counter() - t_start, best, gen
             )
-    bar(None, None)
+    if bar is not None:
+        bar.close()
     if world > 1:
         torch.distributed.barrier()
     return TrainOutcome(best, net, step, start_step)
@@ -348,7 +348,7 @@ def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict):
         "name": cfg.get("name", path.parent.name),
         "spatial_dims": cfg["spatial_dims"],
         "networks": net_cfgs,
-        "preprocessing": {**DEFAULT_PREPROCESSING, **cfg.get("preprocessing", {})},
+        "preprocessing": Preprocessing.from_dict(cfg.get("preprocessing")).to_dict(),
         "loss": cfg.get("loss", {}),
         "metrics": metrics,
         "info": {
@@ -361,32 +361,6 @@ def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict):
         },
     }
     save_model(path, networks, config)
-
-
-def _bar(total: int, start: int, enabled: bool, name: str):
-    """A step callback drawing a progress bar (tqdm when installed, log lines otherwise)."""
-    if not enabled:
-        return lambda step, loss: None
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=start, desc=name, file=sys.stderr, dynamic_ncols=True)
-
-        def update(step, loss):
-            if step is None:
-                bar.close()
-                return
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{loss:.4f}")
-
-        return update
-    except ImportError:
-
-        def update(step, loss):
-            if step is not None and (step % 50 == 0 or step == total):
-                log.warning("%s step %d/%d loss %.4f", name, step, total, loss)
-
-        return update
 
 
 def train_from_config(

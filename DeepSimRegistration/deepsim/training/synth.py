@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .warp import compose, integrate_velocity, interp_mode, resize_displacement, warp
+from ..warp import compose, integrate_velocity, interp_mode, resize_displacement, warp
 
 __all__ = [
     "SynthConfig",
