@@ -196,7 +196,8 @@ def load_torch_file(path: str | Path, what: str, kind: str = "PyTorch file"):
 
 
 def check_model_payload(payload, path: str | Path, fmt: str, version: int) -> tuple[dict, dict]:
-    """``(config, state_dicts)`` of a loaded model file, every entry deepsim reads checked."""
+    """``(config, state_dicts)`` of a loaded model file, its structure checked (the settings'
+    values are checked by :mod:`deepsim.api`'s typed settings when the model is built)."""
     import numpy as np
     import torch
 
