@@ -315,14 +315,6 @@ def _big(env: Env, work: Path, value: float, dtype, name: str) -> Path:
     return write(Image(arr, image2d(env).grid), work / "in" / name)
 
 
-def _models_folder(env: Env, work: Path) -> Path:
-    folder = work / "in" / "models"
-    folder.mkdir()
-    shutil.copy(env.model2d, folder / "good2d.pt")
-    (folder / "broken.pt").write_bytes(b"")
-    return folder
-
-
 CASES: list[Case] = [
     # 1. an output folder changes all at once or not at all
     Case(
