@@ -54,8 +54,9 @@ del idx
 tmp = tempfile.mkdtemp()
 model = load_model(make_model_file(tmp + "/m.pt", 3, spacing=2.0))
 opts = RegistrationOptions(device="cpu", io_steps=0)
-pre = model.preprocessing
-mg = model_grid(grid, pre["spacing"], pre["multiple"], pre["orientation"], pre["max_voxels"])
+pre = model.preprocessing  # a dict in older versions, typed settings in newer ones
+get = pre.__getitem__ if isinstance(pre, dict) else lambda key: getattr(pre, key)
+mg = model_grid(grid, get("spacing"), get("multiple"), get("orientation"), get("max_voxels"))
 estimate = _estimate_bytes(model, mg, grid, 0)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t = time.perf_counter()
