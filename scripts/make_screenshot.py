@@ -1,8 +1,8 @@
 """Render the README screenshot and the icons headlessly (slicer-core, no Slicer application).
 
-``Resources/Screenshots/slice_heatmap.png``: the sample pair registered with ``registerVolumes``
-(the shipped 3D model when one exists, else a tiny random model that predicts ~identity plus the
-affine pre-alignment), rendered through ``vtkMRMLSliceLogic``: the fixed volume as background,
+``Resources/Screenshots/slice_heatmap.png``: the sample pair registered as the module does it
+(``computeRegistration``: the ``deepsim register`` command in a child process, with the default
+shipped 3D model; ``applyRegistration``: the nodes), rendered through ``vtkMRMLSliceLogic``: the fixed volume as background,
 the DeepSim heatmap as foreground at opacity 0.5, and the deformed grid of the output transform
 drawn on top with matplotlib (slicer-core does not render transform displays).
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -127,8 +126,13 @@ def main(argv=None) -> None:
     import vtk
 
     sys.path.insert(0, str(REPO / "Testing" / "Python"))
-    from DeepSimRegistrationLib import registerVolumes
-    from slicer_stubs import model_for_tests
+    from DeepSimRegistrationLib.nodes import ijkToRas
+    from DeepSimRegistrationLib.registration import (
+        OutputNodes,
+        RegistrationSettings,
+        applyRegistration,
+        computeRegistration,
+    )
 
     scene = slicer.vtkMRMLScene()
     slicer.mrmlScene = scene
@@ -138,26 +142,20 @@ def main(argv=None) -> None:
     data = REPO / "DeepSimRegistration" / "Resources" / "SampleData"
     fixed = load_volume(scene, data / "DeepSimPhantomFixed.nrrd", "fixed")
     moving = load_volume(scene, data / "DeepSimPhantomMoving.nrrd", "moving")
-    from DeepSimRegistrationLib import listModels
-
-    # a random model's DeepSim features make a flat heatmap; show NCC until trained models ship
-    heatmap = "deepsim_after" if listModels(3) else "ncc_after"
-    with tempfile.TemporaryDirectory() as tmp:
-        model = model_for_tests(tmp)
-        out = registerVolumes(
-            fixed, moving, model=str(model), device="cpu", affine=True, heatmap=heatmap
-        )
+    heatmap = "deepsim_after"
+    result = computeRegistration(
+        fixed, moving, RegistrationSettings(device="cpu"), python=sys.executable
+    )
+    out = applyRegistration(scene, result, OutputNodes(createVolume=True), heatmap)
     print("model:", out.summary["model"], "| folding %:", out.summary["folding_percent"])
     rgb, xy_to_ras = render_slice(scene)
 
     # the deformed grid: fixed-space grid lines in this slice, mapped by the registration
-    # (fixed point -> moving point) through the very transform chain placed in the scene
+    # (fixed point -> moving point) through the very transform node placed in the scene
     from_world = vtk.vtkGeneralTransform()
-    out.affineTransform.GetTransformFromWorld(from_world)
+    out.outputTransform.GetTransformFromWorld(from_world)
     ras_to_xy = np.linalg.inv(xy_to_ras)
-    from DeepSimRegistrationLib.nodes import ijk_to_ras
-
-    ras_to_ijk = np.linalg.inv(ijk_to_ras(fixed))
+    ras_to_ijk = np.linalg.inv(ijkToRas(fixed))
     dims = np.array(fixed.GetImageData().GetDimensions())
     h, w, _ = rgb.shape
     fig = plt.figure(figsize=(w / 100, h / 100), dpi=100)

@@ -1,126 +1,206 @@
-"""``registerVolumes``: one DeepSim registration of two volume nodes, outputs as MRML nodes.
+"""One DeepSim registration of two volume nodes, in two steps that never overlap:
 
-Qt-free, so the module's Logic, the Python console and headless tests share it. ``torch`` and the
-deepsim networks are imported only when a registration runs.
+* :func:`startRegistration` -> :class:`RegistrationJob` -> :func:`computeRegistration` returns a
+  :class:`ComputedRegistration`: the inputs are written to a work folder, ``deepsim register``
+  runs in a child process (:mod:`.runner`), and its output folder is read back. No scene writes.
+* :func:`applyRegistration` writes the result into the scene: one transform node (the complete
+  mapping, affine included), and optionally the registered volume, a similarity heatmap and the
+  Jacobian determinant, all on the fixed grid. Nodes are created or overwritten only here, and
+  new nodes are removed again if a step fails.
 
-Guarantees:
-
-* input volume nodes (image data, geometry, parent transforms, storage) are never modified;
-* nodes are created or overwritten only after the computation succeeded; when cancelled
-  (``deepsim.api.Cancelled``) or failed, the scene holds the same nodes as before;
-* the warped volume is resampled through the very transform chain given to the user, so the
-  output volume and the output transform always agree.
+Input nodes are never modified. Qt-free: the module's Logic, the Python console and headless
+tests share this code. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-from collections.abc import Callable
+import json
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import slicer
 
-from deepsim.geometry import Grid
+from deepsim.api import Cancelled, catalogue, default_model
+from deepsim.geometry import Grid, Image, read_image, read_vector_image, write_image
 
 from .nodes import (
-    make_transform_chain,
-    remove_node,
-    resample_through_chain,
-    set_scalar_volume,
-    set_slice_layers,
-    show_heatmap_display,
-    show_jacobian_display,
-    show_transform_grid,
-    transform_chain_bottom,
-    volume_to_image,
+    displacementToGridTransform,
+    removeNode,
+    setScalarVolume,
+    setSliceLayers,
+    showHeatmapDisplay,
+    showJacobianDisplay,
+    showTransformGrid,
+    volumeToImage,
 )
+from .plane import PlaneFrame, isSingleSlice
+from .runner import RegistrationProcess, moduleEnvironment, pythonExecutable
 
 __all__ = [
     "DEVICES",
-    "QUALITY_PRESETS",
+    "PRESETS",
+    "QUALITY_IO_STEPS",
     "HEATMAP_NAMES",
+    "MODULE_DIR",
+    "RegistrationSettings",
+    "OutputNodes",
+    "ComputedRegistration",
     "RegistrationOutputs",
-    "registerVolumes",
-    "showHeatmap",
+    "RegistrationJob",
+    "volumeDimension",
     "listModels",
-    "gpuLikelyAvailable",
+    "defaultModelName",
+    "checkNodes",
+    "startRegistration",
+    "computeRegistration",
+    "readOutputFolder",
+    "applyRegistration",
+    "showHeatmap",
+    "saveOutputs",
+    "commandFlags",
+    "similarityChoices",
+    "inSlicerTerms",
 ]
 
-log = logging.getLogger(__name__)
-
 DEVICES = ("auto", "cuda", "cpu")
-QUALITY_PRESETS = {"recommended": -1, "fast": 0, "best": 100}
-"""Instance-optimisation steps per quality preset (-1: the model's recommended number)."""
+PRESETS = ("recommended", "fast", "best")
+QUALITY_IO_STEPS = {"recommended": -1, "fast": 0, "best": 100}
+"""Instance-optimisation steps of each preset for a ``deepsim`` without ``--preset``."""
 HEATMAP_NAMES = ("deepsim_after", "deepsim_before", "ncc_after", "ncc_before")
+MODULE_DIR = Path(__file__).resolve().parents[1]
+"""The module folder: it holds the ``deepsim`` package the child process imports."""
 
-ProgressFn = Callable[[float, str], None]
 
-_model_cache: dict = {}
+@dataclass
+class RegistrationSettings:
+    """What the panel chooses. ``model``: shipped name or file (None: the default model for the
+    volumes' dimension); ``ioSteps``: -1 = the preset's; ``modelSpacing``: 0 = the model's;
+    ``similarity``: "" = the model's own."""
+
+    model: str | None = None
+    device: str = "auto"
+    preset: str = "recommended"
+    similarity: str = ""
+    affine: bool = True
+    ioSteps: int = -1
+    modelSpacing: float = 0.0
+
+
+@dataclass
+class OutputNodes:
+    """Nodes to overwrite (None: create one when the matching ``create*`` flag is set).
+    ``transform`` is always written (created when None)."""
+
+    transform: object = None
+    volume: object = None
+    heatmap: object = None
+    jacobian: object = None
+    createVolume: bool = False
+    createHeatmap: bool = True
+    createJacobian: bool = True
+
+    def volumes(self) -> dict:
+        return {"registered": self.volume, "heatmap": self.heatmap, "Jacobian": self.jacobian}
+
+
+@dataclass
+class ComputedRegistration:
+    """A finished computation, not yet in the scene. Arrays are ``(K, J, I)`` on ``fixedGrid``
+    (the fixed volume's world grid); ``displacement`` is ``(K, J, I, 3)`` LPS mm, the complete
+    mapping fixed -> moving; ``summary`` is the command's ``summary.json``."""
+
+    fixedGrid: Grid
+    displacement: np.ndarray
+    warped: np.ndarray | None
+    heatmaps: dict
+    jacobian: np.ndarray
+    summary: dict
+    fixedNodeID: str
+    movingNodeID: str
+    log: list = field(default_factory=list)
 
 
 @dataclass
 class RegistrationOutputs:
-    """What :func:`registerVolumes` made. ``heatmaps``: all heatmaps (name -> ``(K, J, I)`` on the
-    fixed grid) so the display can switch between them without re-running."""
+    """What :func:`applyRegistration` wrote (nodes) and what the panel shows (summary)."""
 
     outputTransform: object
-    affineTransform: object
     outputVolume: object | None
     heatmapVolume: object | None
     jacobianVolume: object | None
     fixedGrid: Grid
-    heatmaps: dict = field(default_factory=dict)
-    heatmapName: str | None = None
-    summary: dict = field(default_factory=dict)
-    messages: list = field(default_factory=list)
-    result: object = None
-    """The library's ``deepsim.register.RegistrationResult`` (model field, affine, displacement)."""
+    heatmaps: dict
+    heatmapName: str | None
+    summary: dict
 
 
-def listModels(spatialDims: int = 3) -> dict[str, Path]:
-    """Shipped model name -> file for ``spatialDims``, from the torch-free catalogue."""
-    from deepsim.api import catalogue
-
-    return {n: m.path for n, m in catalogue().items() if m.spatial_dims == spatialDims}
-
-
-def gpuLikelyAvailable() -> bool:
-    """Whether offering 'GPU' makes sense; imports nothing heavy unless torch is already loaded."""
-    if "torch" in sys.modules:
-        return bool(sys.modules["torch"].cuda.is_available())
-    return (
-        os.path.exists("/proc/driver/nvidia/version")
-        or sys.platform == "win32"
-        and bool(os.environ.get("CUDA_PATH"))
-    )
+def volumeDimension(volumeNode) -> int:
+    """2 for a single-slice volume (registered with a 2D model), else 3."""
+    image = volumeNode.GetImageData() if volumeNode is not None else None
+    if image is None:
+        return 3
+    return 2 if image.GetDimensions()[2] == 1 else 3
 
 
-def _load_model(model, device: str):
-    from deepsim.api import resolve_model
-    from deepsim.modelio import LoadedModel, load_model
-
-    if isinstance(model, LoadedModel):
-        return model
-    path = resolve_model(None if model in (None, "") else str(model), 3)
-    key = (str(Path(path).resolve()), Path(path).stat().st_mtime if Path(path).exists() else 0)
-    if key not in _model_cache:
-        _model_cache.clear()
-        _model_cache[key] = load_model(path, "cpu", spatial_dims=3)
-    return _model_cache[key]
+def listModels(spatialDims: int) -> list[str]:
+    """Names of the shipped models for ``spatialDims``, from the torch-free catalogue, the
+    documented default first."""
+    names = [n for n, m in catalogue().items() if m.spatial_dims == spatialDims]
+    default = defaultModelName(spatialDims)
+    return sorted(names, key=lambda n: (n != default, n))
 
 
-class _Warnings(logging.Handler):
-    """Collects the library's warnings (e.g. the CUDA out-of-memory fallback) for the GUI."""
+def defaultModelName(spatialDims: int) -> str | None:
+    try:
+        return default_model(spatialDims).path.stem
+    except ValueError:
+        return None
 
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
 
-    def emit(self, record):
-        self.messages.append(record.getMessage())
+def _registerActions() -> list:
+    from deepsim.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["register"]._actions
+
+
+def commandFlags() -> set[str]:
+    """Options ``deepsim register`` understands (read from its parser, no torch)."""
+    return {o for a in _registerActions() for o in a.option_strings}
+
+
+def similarityChoices() -> tuple:
+    """The similarities ``deepsim register --similarity`` accepts; empty while it has no such
+    option (the panel then offers only the model's own)."""
+    action = next((a for a in _registerActions() if "--similarity" in a.option_strings), None)
+    return tuple(action.choices or ()) if action is not None else ()
+
+
+_PANEL_NAMES = (
+    ("--device cuda", "Device: GPU"),
+    ("--device cpu", "Device: CPU"),
+    ("--device", "Device"),
+    ("--model-spacing", "Advanced > Model spacing"),
+    ("--io-steps", "Advanced > Instance optimisation steps"),
+    ("--similarity", "Advanced > Similarity"),
+    ("--no-affine", "Affine pre-alignment off"),
+    ("--fixed-mask", "Fixed mask"),
+    ("--moving-mask", "Moving mask"),
+    ("--preset", "Preset"),
+    ("--model", "Model"),
+)
+
+
+def inSlicerTerms(message: str) -> str:
+    """A ``deepsim`` command message with its option names replaced by the panel's."""
+    for flag, name in _PANEL_NAMES:
+        message = message.replace(flag, name)
+    return message
 
 
 def _ancestors(node) -> list:
@@ -131,245 +211,385 @@ def _ancestors(node) -> list:
     return out
 
 
-def _check_not_under_output(fixedNode, movingNode, outputTransform) -> None:
-    """Overwriting a transform an input sits under would change that input's world position."""
-    if outputTransform is None:
-        return
-    ours = {outputTransform.GetID()}
-    bottom = transform_chain_bottom(outputTransform)
-    if bottom is not None:
-        ours.add(bottom.GetID())
+def checkNodes(fixedNode, movingNode, outputs: OutputNodes, fixedMask=None, movingMask=None):
+    """Refuse, with one line naming the problem, inputs that cannot be registered and outputs
+    that would overwrite an input. Returns None when all is well."""
+    if fixedNode is None or movingNode is None:
+        raise ValueError("choose both a fixed and a moving volume")
+    if fixedNode.GetID() == movingNode.GetID():
+        raise ValueError("fixed and moving volume must be different volumes")
     for what, node in (("fixed", fixedNode), ("moving", movingNode)):
-        if any(a.GetID() in ours for a in _ancestors(node)):
+        if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
             raise ValueError(
-                f"the {what} volume is under the output transform {outputTransform.GetName()!r}; "
-                "choose 'Create new transform' as output, or take the volume out of the transform first"
+                f"the {what} volume must be a scalar volume, not {node.GetClassName()}"
             )
+        if node.GetImageData() is None:
+            raise ValueError(f"the {what} volume {node.GetName()!r} has no image data")
+    if volumeDimension(fixedNode) != volumeDimension(movingNode):
+        raise ValueError(
+            "one volume is a single slice and the other is not; register 2D to 2D or 3D to 3D"
+        )
+    inputs = {"fixed volume": fixedNode, "moving volume": movingNode}
+    inputs.update({"fixed mask": fixedMask, "moving mask": movingMask})
+    inputIds = {n.GetID(): what for what, n in inputs.items() if n is not None}
+    for what, node in outputs.volumes().items():
+        if node is not None and node.GetID() in inputIds:
+            raise ValueError(
+                f"the {what} output is the {inputIds[node.GetID()]}; choose another node or "
+                "'Create new volume' so the input is not overwritten"
+            )
+    if outputs.transform is not None:
+        for what, node in inputs.items():
+            if node is None:
+                continue
+            above = _ancestors(node)
+            if node is movingNode and above and above[0] is outputs.transform:
+                above = above[1:]  # the previous result, replaced by this one
+            if any(a.GetID() == outputs.transform.GetID() for a in above):
+                raise ValueError(
+                    f"the {what} is under the output transform {outputs.transform.GetName()!r}; "
+                    "choose 'Create new transform', or take the volume out of the transform first"
+                )
 
 
-def registerVolumes(
+def _maskImage(node, scene) -> Image:
+    """A label volume or a segmentation as a world-space 0/1 image."""
+    if node.IsA("vtkMRMLSegmentationNode"):
+        labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "DeepSim temporary mask")
+        try:
+            logic = slicer.vtkSlicerSegmentationsModuleLogic
+            if not logic.ExportVisibleSegmentsToLabelmapNode(node, labels):
+                raise ValueError(f"segmentation {node.GetName()!r} could not be turned into a mask")
+            image = volumeToImage(labels, scene)
+        finally:
+            removeNode(scene, labels)
+    else:
+        image = volumeToImage(node, scene)
+    return Image((image.array > 0).astype(np.uint8), image.grid)
+
+
+@dataclass
+class RegistrationJob:
+    """One registration in flight: the child process, its work folder, and the node IDs and
+    fixed grid it was started for (``frame``: the plane of a single-slice pair). ``state`` is
+    the process's; :meth:`result` reads the output folder."""
+
+    process: RegistrationProcess
+    workDir: Path
+    outDir: Path
+    fixedNodeID: str
+    movingNodeID: str
+    fixedGrid: Grid
+    frame: PlaneFrame | None = None
+
+    @property
+    def state(self) -> str:
+        return self.process.state
+
+    def poll(self):
+        return self.process.poll()
+
+    def cancel(self) -> None:
+        self.process.cancel()
+        self.cleanup()
+
+    def wait(self, timeout: float | None = None):
+        return self.process.wait(timeout)
+
+    def result(self) -> ComputedRegistration:
+        """The computation's outputs; raises ``Cancelled`` or ``RuntimeError`` (with the child's
+        own message) when it did not finish."""
+        if self.state == "cancelled":
+            raise Cancelled("registration cancelled")
+        if self.state != "finished":
+            raise RuntimeError(inSlicerTerms(self.process.errorMessage()))
+        try:
+            return readOutputFolder(
+                self.outDir,
+                self.fixedGrid,
+                self.frame,
+                self.fixedNodeID,
+                self.movingNodeID,
+                self.process.lines,
+            )
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workDir, ignore_errors=True)
+
+
+def startRegistration(
     fixedNode,
     movingNode,
-    model=None,
-    device: str = "auto",
-    ioSteps: int = -1,
-    affine: bool = True,
-    modelSpacing: float | None = None,
+    settings: RegistrationSettings | None = None,
+    fixedMask=None,
+    movingMask=None,
     outputTransform=None,
-    outputVolume=None,
-    heatmapVolume=None,
-    jacobianVolume=None,
-    createOutputVolume: bool = False,
-    createHeatmapVolume: bool = True,
-    createJacobianVolume: bool = True,
-    heatmap: str = "deepsim_after",
-    showResults: bool = True,
-    progress: ProgressFn | None = None,
-    shouldCancel: Callable[[], bool] | None = None,
-    scene=None,
-) -> RegistrationOutputs:
-    """Register ``movingNode`` to ``fixedNode`` with a DeepSim model.
+    python: str | None = None,
+    workDir: str | Path | None = None,
+) -> RegistrationJob:
+    """Write the inputs (world space, parent transforms applied) and start ``deepsim register``
+    in a child process. Returns at once; poll the job, or call :func:`computeRegistration`.
 
-    Args:
-        fixedNode, movingNode: scalar volume nodes (taken in world space, parent transforms
-            included). Never modified.
-        model: shipped model name, model file path, a loaded ``deepsim.modelio.LoadedModel``, or
-            None for the default shipped 3D model.
-        device: ``auto`` | ``cuda`` | ``cpu``. A CUDA out-of-memory error falls back to the CPU; the
-            message is in ``outputs.messages``.
-        ioSteps: instance-optimisation steps (0 = network only, -1 = the model's recommended
-            number; see ``QUALITY_PRESETS``).
-        affine: classical affine pre-alignment first.
-        modelSpacing: model grid spacing in mm (None or 0: the model's own).
-        outputTransform: transform node to overwrite, or None to create one. It receives the
-            deformable grid; its child linear node (``outputs.affineTransform``) the affine. Place
-            the moving volume under the *affine* node to apply the registration.
-        outputVolume, heatmapVolume, jacobianVolume: nodes to overwrite; when None, created if the
-            matching ``create*`` flag is set.
-        heatmap: which heatmap fills ``heatmapVolume`` (one of ``HEATMAP_NAMES``).
-        showResults: put fixed + heatmap in the slice views and show the grid.
-        progress: ``fn(fraction, message)``; shouldCancel: ``fn() -> bool``, checked between stages.
-
-    Raises:
-        ValueError on bad input, ``deepsim.api.Cancelled`` when cancelled (scene unchanged).
-    """
-    if fixedNode is None or movingNode is None:
-        raise ValueError("registerVolumes(): choose both a fixed and a moving volume")
-    if fixedNode is movingNode or fixedNode.GetID() == movingNode.GetID():
-        raise ValueError("registerVolumes(): fixed and moving volume must be different volumes")
-    for what, node in (("fixed", fixedNode), ("moving", movingNode)):
-        if not node.IsA("vtkMRMLScalarVolumeNode"):
-            raise ValueError(
-                f"registerVolumes(): the {what} volume must be a scalar volume, got {node.GetClassName()}"
-            )
-    if device not in DEVICES:
-        raise ValueError(
-            f"registerVolumes(): device must be one of {', '.join(DEVICES)}; got {device!r}"
-        )
-    if heatmap not in HEATMAP_NAMES:
-        raise ValueError(
-            f"registerVolumes(): heatmap must be one of {', '.join(HEATMAP_NAMES)}; got {heatmap!r}"
-        )
-    if int(ioSteps) < -1:
-        raise ValueError(f"registerVolumes(): ioSteps must be >= -1, got {ioSteps}")
-    scene = scene or fixedNode.GetScene()
-    _check_not_under_output(fixedNode, movingNode, outputTransform)
-
-    def report(fraction: float, message: str) -> None:
-        log.info("%3.0f%% %s", 100 * fraction, message)
-        if progress is not None:
-            progress(fraction, message)
-
-    report(0.0, "reading volumes")
-    fixed = volume_to_image(fixedNode, scene)
-    moving = volume_to_image(movingNode, scene)
-
-    report(0.02, "loading the model")
-    from deepsim.api import Cancelled, RegistrationOptions
-    from deepsim.register import register
-
-    loaded = _load_model(model, device)
-    if shouldCancel is not None and shouldCancel():
-        raise Cancelled("registration cancelled")
-    options = RegistrationOptions(
-        device=device,
-        affine=bool(affine),
-        io_steps=None if int(ioSteps) == -1 else int(ioSteps),
-        model_spacing=float(modelSpacing) if modelSpacing else None,
-        heatmaps=heatmapVolume is not None or createHeatmapVolume,
-        warped=False,  # the warped volume is made through the Slicer transform chain below
-    )
-    catcher = _Warnings()
-    deepsim_log = logging.getLogger("deepsim")
-    deepsim_log.addHandler(catcher)
+    A moving volume placed directly under ``outputTransform`` (by the previous run) is taken
+    without it: this run replaces that transform."""
+    settings = settings or RegistrationSettings()
+    checkNodes(fixedNode, movingNode, OutputNodes(outputTransform), fixedMask, movingMask)
+    if settings.device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {settings.device!r}")
+    if settings.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {settings.preset!r}")
+    flags = commandFlags()
+    scene = fixedNode.GetScene()
+    fixed = volumeToImage(fixedNode, scene)
+    moving = volumeToImage(movingNode, scene, excludeTransform=outputTransform)
+    masks = {"fixed": fixedMask, "moving": movingMask}
+    frame = PlaneFrame(fixed) if isSingleSlice(fixed) else None
+    work = Path(tempfile.mkdtemp(prefix="DeepSimRegistration-", dir=workDir))
     try:
-        result = register(
-            fixed,
-            moving,
-            loaded,
-            options,
-            progress=lambda f, m: report(0.05 + 0.8 * f, m),
-            should_cancel=shouldCancel,
+        files = {"fixed": fixed, "moving": moving}
+        for role, node in masks.items():
+            if node is not None:
+                if f"--{role}-mask" not in flags:
+                    raise ValueError(
+                        "this version of the deepsim library cannot use masks yet; set Fixed "
+                        "mask and Moving mask to None"
+                    )
+                files[f"{role}-mask"] = _maskImage(node, scene)
+        paths = {}
+        for role, image in files.items():
+            if frame is not None:
+                image = frame.to2d(image, role.replace("-", " "))
+            paths[role] = work / f"{role}.nrrd"
+            write_image(image, paths[role])
+        out = work / "out"
+        command = [python or pythonExecutable(), "-m", "deepsim", "register"]
+        command += [paths["fixed"], paths["moving"], "--out", out, "--progress-lines"]
+        command += ["--no-figure", "--device", settings.device]
+        dims = 2 if frame is not None else 3
+        model = settings.model or defaultModelName(dims)
+        if model is not None:
+            command += ["--model", model]
+        if not settings.affine:
+            command.append("--no-affine")
+        ioSteps = int(settings.ioSteps)
+        if "--preset" in flags:
+            command += ["--preset", settings.preset]
+        elif ioSteps < 0:
+            ioSteps = QUALITY_IO_STEPS[settings.preset]
+        if ioSteps >= 0:
+            command += ["--io-steps", ioSteps]
+        if settings.modelSpacing:
+            command += ["--model-spacing", float(settings.modelSpacing)]
+        if settings.similarity:
+            if "--similarity" not in flags:
+                raise ValueError(
+                    "this version of the deepsim library cannot override the similarity; set "
+                    "Advanced > Similarity to model default"
+                )
+            command += ["--similarity", settings.similarity]
+        for role in masks:
+            if f"{role}-mask" in paths:
+                command += [f"--{role}-mask", paths[f"{role}-mask"]]
+        process = RegistrationProcess(command, env=moduleEnvironment(MODULE_DIR), cwd=str(work))
+        job = RegistrationJob(
+            process, work, out, fixedNode.GetID(), movingNode.GetID(), fixed.grid, frame
         )
-    finally:
-        deepsim_log.removeHandler(catcher)
-    messages = list(catcher.messages)
-    if (
-        device != "cpu"
-        and result.summary.device == "cpu"
-        and any("out of memory" in m for m in messages)
-    ):
-        messages.insert(
-            0, "The GPU ran out of memory; the registration was computed on the CPU instead."
-        )
-    if shouldCancel is not None and shouldCancel():
-        raise Cancelled("registration cancelled")
-
-    # --- the computation succeeded: now (and only now) touch the scene ------------------------
-    report(0.86, "creating the output transform")
-    created = []
-    try:
-        gridNode, affineNode, made = make_transform_chain(scene, result, outputTransform)
-        created += made
-        for node in (gridNode, affineNode):
-            node.SetNodeReferenceID(
-                slicer.vtkMRMLTransformNode.GetMovingNodeReferenceRole(), movingNode.GetID()
-            )
-            node.SetNodeReferenceID(
-                slicer.vtkMRMLTransformNode.GetFixedNodeReferenceRole(), fixedNode.GetID()
-            )
-        fixedMatrix = fixed.grid.ijk_to_ras()
-
-        if outputVolume is not None or createOutputVolume:
-            report(0.9, "resampling the moving volume through the output transform")
-            warped = resample_through_chain(scene, moving, affineNode, fixed.grid)
-            isNew = outputVolume is None
-            outputVolume = set_scalar_volume(
-                scene, outputVolume, warped, fixedMatrix, f"{movingNode.GetName()} registered"
-            )
-            if isNew:
-                created.append(outputVolume)
-            display = outputVolume.GetDisplayNode()
-            fixedDisplay = fixedNode.GetDisplayNode()
-            if display is not None and fixedDisplay is not None:
-                display.SetAndObserveColorNodeID(fixedDisplay.GetColorNodeID())
-
-        heatmaps = {name: img.array for name, img in result.heatmaps.items()}
-        heatmapName = (
-            heatmap
-            if heatmap in heatmaps
-            else next((n for n in HEATMAP_NAMES if n in heatmaps), None)
-        )
-        if heatmapName is not None and (heatmapVolume is not None or createHeatmapVolume):
-            report(0.94, "heatmap volume")
-            isNew = heatmapVolume is None
-            heatmapVolume = set_scalar_volume(
-                scene, heatmapVolume, heatmaps[heatmapName], fixedMatrix, "DeepSim similarity"
-            )
-            if isNew:
-                created.append(heatmapVolume)
-            heatmapVolume.SetAttribute("DeepSim.heatmap", heatmapName)
-            show_heatmap_display(scene, heatmapVolume)
-        else:
-            heatmapVolume = None
-
-        if jacobianVolume is not None or createJacobianVolume:
-            report(0.97, "Jacobian volume")
-            isNew = jacobianVolume is None
-            jacobianVolume = set_scalar_volume(
-                scene,
-                jacobianVolume,
-                result.jacobian.array,
-                fixedMatrix,
-                "DeepSim Jacobian determinant",
-            )
-            if isNew:
-                created.append(jacobianVolume)
-            show_jacobian_display(scene, jacobianVolume)
-
-        if showResults:
-            set_slice_layers(
-                scene, background=fixedNode, foreground=heatmapVolume or outputVolume, opacity=0.5
-            )
-            show_transform_grid(gridNode, fixedNode, spacingMm=float(max(fixed.grid.spacing)) * 4)
+        process.start()
+        return job
     except BaseException:
-        for node in reversed(created):
-            remove_node(scene, node)
+        shutil.rmtree(work, ignore_errors=True)
         raise
 
-    summary = result.summary.to_dict()
-    summary["messages"] = messages
-    report(1.0, "done")
-    return RegistrationOutputs(
-        outputTransform=gridNode,
-        affineTransform=affineNode,
-        outputVolume=outputVolume,
-        heatmapVolume=heatmapVolume,
-        jacobianVolume=jacobianVolume,
-        fixedGrid=fixed.grid,
+
+def computeRegistration(fixedNode, movingNode, settings=None, progress=None, **kwargs):
+    """:func:`startRegistration` and wait (scripts, tests, the self-test). ``progress``:
+    ``fn(fraction, message)``, called as progress lines arrive."""
+    job = startRegistration(fixedNode, movingNode, settings, **kwargs)
+    try:
+        while job.state == "running":
+            for kind, value in job.poll():
+                if kind == "progress" and progress is not None:
+                    progress(*value)
+            time.sleep(0.05)
+        return job.result()
+    finally:
+        if job.state == "running":
+            job.cancel()
+
+
+def readOutputFolder(
+    folder, fixedGrid: Grid, frame, fixedNodeID="", movingNodeID="", log=()
+) -> ComputedRegistration:
+    """Read the files of ``deepsim register`` (displacement, warped, heatmaps, Jacobian, summary)
+    onto the fixed volume's world grid ``fixedGrid``."""
+    folder = Path(folder)
+
+    def scalar(name: str) -> np.ndarray:
+        array = read_image(folder / name, name).array.astype(np.float32)
+        return array[None] if frame is not None else array
+
+    field_ = read_vector_image(folder / "displacement.nii.gz", "displacement").array
+    displacement = frame.displacementTo3d(field_) if frame is not None else field_
+    if displacement.shape != (*fixedGrid.shape, 3):
+        raise RuntimeError(
+            f"the displacement written by deepsim has shape {displacement.shape}; expected "
+            f"{(*fixedGrid.shape, 3)} (the fixed volume's grid)"
+        )
+    heatmaps = {}
+    for name in HEATMAP_NAMES:
+        if (folder / f"similarity_{name}.nii.gz").is_file():
+            heatmaps[name] = scalar(f"similarity_{name}.nii.gz")
+    warped = scalar("warped.nii.gz") if (folder / "warped.nii.gz").is_file() else None
+    return ComputedRegistration(
+        fixedGrid=fixedGrid,
+        displacement=displacement.astype(np.float32),
+        warped=warped,
         heatmaps=heatmaps,
+        jacobian=scalar("jacobian.nii.gz"),
+        summary=json.loads((folder / "summary.json").read_text()),
+        fixedNodeID=fixedNodeID,
+        movingNodeID=movingNodeID,
+        log=list(log),
+    )
+
+
+def applyRegistration(
+    scene,
+    result: ComputedRegistration,
+    outputs: OutputNodes | None = None,
+    heatmap: str = "deepsim_after",
+    showResults: bool = True,
+) -> RegistrationOutputs:
+    """Write ``result`` into ``scene``. The moving volume is put under the transform when no
+    registered volume is wanted (as SlicerElastix does). Raises ValueError when the inputs left
+    the scene during the run; new nodes are removed again when a step fails."""
+    outputs = outputs or OutputNodes()
+    if heatmap not in HEATMAP_NAMES:
+        raise ValueError(f"heatmap must be one of {', '.join(HEATMAP_NAMES)}; got {heatmap!r}")
+    fixedNode = scene.GetNodeByID(result.fixedNodeID) if result.fixedNodeID else None
+    movingNode = scene.GetNodeByID(result.movingNodeID) if result.movingNodeID else None
+    if fixedNode is None or movingNode is None:
+        raise ValueError("the fixed or moving volume was removed during the registration")
+    checkNodes(fixedNode, movingNode, outputs)
+    live = {  # a chosen output node removed during the run is made anew
+        key: node if node is not None and node.GetScene() is scene else None
+        for key, node in vars(outputs).items()
+        if not key.startswith("create")
+    }
+    matrix = result.fixedGrid.ijk_to_ras()
+    created = []
+
+    def volume(node, array, name):
+        isNew = node is None
+        node = setScalarVolume(scene, node, array, matrix, name)
+        if isNew:
+            created.append(node)
+        return node
+
+    try:
+        transform = live["transform"]
+        if transform is None:
+            transform = scene.AddNewNodeByClass("vtkMRMLTransformNode", "DeepSim transform")
+            created.append(transform)
+        displacementToGridTransform(result.displacement, result.fixedGrid, transform)
+        transform.SetNodeReferenceID(
+            slicer.vtkMRMLTransformNode.GetMovingNodeReferenceRole(), movingNode.GetID()
+        )
+        transform.SetNodeReferenceID(
+            slicer.vtkMRMLTransformNode.GetFixedNodeReferenceRole(), fixedNode.GetID()
+        )
+        registered = live["volume"]
+        if result.warped is not None and (registered is not None or outputs.createVolume):
+            registered = volume(registered, result.warped, f"{movingNode.GetName()} registered")
+            display, fixedDisplay = registered.GetDisplayNode(), fixedNode.GetDisplayNode()
+            if display is not None and fixedDisplay is not None:
+                display.SetAndObserveColorNodeID(fixedDisplay.GetColorNodeID())
+        else:
+            registered = None
+        heatmapName = heatmap if heatmap in result.heatmaps else next(iter(result.heatmaps), None)
+        heat = live["heatmap"]
+        if heatmapName is not None and (heat is not None or outputs.createHeatmap):
+            heat = volume(heat, result.heatmaps[heatmapName], "DeepSim similarity")
+            heat.SetAttribute("DeepSim.heatmap", heatmapName)
+            showHeatmapDisplay(scene, heat)
+        else:
+            heat = None
+        jacobian = live["jacobian"]
+        if jacobian is not None or outputs.createJacobian:
+            jacobian = volume(jacobian, result.jacobian, "DeepSim Jacobian determinant")
+            showJacobianDisplay(scene, jacobian)
+        if registered is None:
+            movingNode.SetAndObserveTransformNodeID(transform.GetID())
+        if showResults:
+            setSliceLayers(scene, background=fixedNode, foreground=heat or registered, opacity=0.5)
+            spacing = float(max(result.fixedGrid.spacing)) * 4
+            showTransformGrid(transform, fixedNode, spacingMm=spacing)
+    except BaseException:
+        for node in reversed(created):
+            removeNode(scene, node)
+        raise
+    return RegistrationOutputs(
+        outputTransform=transform,
+        outputVolume=registered,
+        heatmapVolume=heat,
+        jacobianVolume=jacobian,
+        fixedGrid=result.fixedGrid,
+        heatmaps=result.heatmaps,
         heatmapName=heatmapName,
-        summary=summary,
-        messages=messages,
-        result=result,
+        summary=result.summary,
     )
 
 
 def showHeatmap(outputs: RegistrationOutputs, name: str) -> bool:
-    """Switch ``outputs.heatmapVolume`` to heatmap ``name`` (e.g. ``ncc_before``) without re-running.
-    Returns False when that heatmap is not available (model without feature extractor)."""
+    """Switch ``outputs.heatmapVolume`` to heatmap ``name`` (e.g. ``ncc_before``) without
+    re-running. Returns False when that heatmap is not available."""
     if name not in HEATMAP_NAMES:
-        raise ValueError(
-            f"showHeatmap(): name must be one of {', '.join(HEATMAP_NAMES)}; got {name!r}"
-        )
+        raise ValueError(f"heatmap must be one of {', '.join(HEATMAP_NAMES)}; got {name!r}")
     node = outputs.heatmapVolume
     if node is None or node.GetScene() is None or name not in outputs.heatmaps:
         return False
     scene = node.GetScene()
-    set_scalar_volume(
-        scene, node, outputs.heatmaps[name], outputs.fixedGrid.ijk_to_ras(), node.GetName()
-    )
+    matrix = outputs.fixedGrid.ijk_to_ras()
+    setScalarVolume(scene, node, outputs.heatmaps[name], matrix, node.GetName())
     node.SetAttribute("DeepSim.heatmap", name)
-    show_heatmap_display(scene, node)
+    showHeatmapDisplay(scene, node)
     outputs.heatmapName = name
     return True
+
+
+def _writeNode(scene, node, path: Path, storageClass: str) -> None:
+    """Write ``node`` to ``path`` with a temporary storage node, so the node's own storage
+    (where the user saves the scene) is left as it was."""
+    storage = scene.AddNewNodeByClass(storageClass)
+    try:
+        storage.SetFileName(str(path))
+        if not storage.WriteData(node):
+            raise OSError(f"could not write {path}")
+    finally:
+        scene.RemoveNode(storage)
+
+
+def saveOutputs(outputs: RegistrationOutputs, folder: str | Path) -> list[Path]:
+    """Save the transform (``transform.h5``), the output volumes (``.nrrd``) and
+    ``summary.json`` into ``folder``. Returns the files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = outputs.outputTransform.GetScene()
+    if scene is None:
+        raise ValueError("the output transform is no longer in the scene")
+    written = [folder / "transform.h5"]
+    _writeNode(scene, outputs.outputTransform, written[0], "vtkMRMLTransformStorageNode")
+    volumes = {
+        "registered": outputs.outputVolume,
+        f"similarity_{outputs.heatmapName}": outputs.heatmapVolume,
+        "jacobian": outputs.jacobianVolume,
+    }
+    for name, node in volumes.items():
+        if node is not None and node.GetScene() is scene:
+            written.append(folder / f"{name}.nrrd")
+            _writeNode(scene, node, written[-1], "vtkMRMLVolumeArchetypeStorageNode")
+    written.append(folder / "summary.json")
+    written[-1].write_text(json.dumps(outputs.summary, indent=2) + "\n")
+    return written

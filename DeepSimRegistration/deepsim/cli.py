@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "PROGRESS_PREFIX"]
 
 log = logging.getLogger("deepsim")
 
@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the network on a grid of this spacing instead of the model's (coarser: faster)",
     )
     reg.add_argument("--no-figure", action="store_true", help="do not write overview.png")
+    reg.add_argument(
+        "--progress-lines",
+        action="store_true",
+        help="report progress as lines 'deepsim-progress FRACTION MESSAGE' on stdout instead of a "
+        "bar (for programs that run deepsim, such as the Slicer module)",
+    )
 
     tr = sub.add_parser(
         "train",
@@ -137,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PROGRESS_PREFIX = "deepsim-progress"
+
+
+def _progress_line(fraction: float, message: str) -> None:
+    """One ``deepsim-progress FRACTION MESSAGE`` line on stdout (``--progress-lines``)."""
+    print(f"{PROGRESS_PREFIX} {fraction:.4f} {message}", flush=True)
+
+
 def cmd_register(args) -> int:
     from .api import RegistrationOptions, resolve_model
     from .geometry import read_image
@@ -172,15 +186,21 @@ def cmd_register(args) -> int:
             io_steps=args.io_steps,
             model_spacing=args.model_spacing,
         )
-        with ProgressBar(100) as bar:
+        bar = None if args.progress_lines else ProgressBar(100)
+        try:
             result = register(
                 fixed,
                 moving,
                 model,
                 opts,
-                progress=lambda fraction, message: bar.show(round(100 * fraction), message),
+                progress=_progress_line
+                if bar is None
+                else lambda fraction, message: bar.show(round(100 * fraction), message),
                 **labels,
             )
+        finally:
+            if bar is not None:
+                bar.close()
         written = write_outputs(
             result, folder, moving=moving, fixed=fixed, figure=not args.no_figure
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import typing
 import unittest
 from pathlib import Path
 
@@ -58,9 +59,9 @@ def phantom(shape_kji, ijk_to_ras, shift_ras=(0.0, 0.0, 0.0), seed=None) -> np.n
 
 
 def add_volume(scene, array_kji: np.ndarray, ijk_to_ras: np.ndarray, name: str):
-    from DeepSimRegistrationLib.nodes import set_scalar_volume
+    from DeepSimRegistrationLib.nodes import setScalarVolume
 
-    return set_scalar_volume(scene, None, array_kji, ijk_to_ras, name)
+    return setScalarVolume(scene, None, array_kji, ijk_to_ras, name)
 
 
 def make_tiny_model(path, channels=(4, 8), spacing=3.0, multiple=4, seed=0):
@@ -119,7 +120,7 @@ def _permissive_module(name: str) -> types.ModuleType:
     def getattr_(attr):
         if attr.startswith("__"):
             raise AttributeError(attr)
-        return _Anything
+        return _Anything()
 
     mod.__getattr__ = getattr_  # type: ignore[attr-defined]
     return mod
@@ -133,6 +134,99 @@ class _Parent:
         self.contributors = []
         self.helpText = ""
         self.acknowledgementText = ""
+
+
+def _parameter_node_wrapper_module() -> types.ModuleType:
+    """The persistence contract of Slicer's ``parameterNodeWrapper`` (which needs Qt, so
+    slicer-core lacks it, and whose code may not be copied here): each annotated field is a
+    property stored in the wrapped ``vtkMRMLScriptedModuleNode``, node fields as node references
+    named after the field, other fields as string parameters; defaults apply while a parameter
+    is unset; ``Choice`` and ``WithinRange`` are enforced on assignment; a wrong node class is
+    refused. The GUI binding (``connectGui``) is the application's and is a no-op here."""
+    import slicer
+
+    mod = types.ModuleType("slicer.parameterNodeWrapper")
+
+    class Choice:
+        def __init__(self, choices):
+            self.choices = list(choices)
+
+        def check(self, name, value):
+            if value not in self.choices:
+                raise ValueError(f"{name}: {value!r} is not one of {self.choices}")
+
+    class WithinRange:
+        def __init__(self, lo, hi):
+            self.lo, self.hi = lo, hi
+
+        def check(self, name, value):
+            if not self.lo <= value <= self.hi:
+                raise ValueError(f"{name}: {value!r} is outside [{self.lo}, {self.hi}]")
+
+    def node_classes(hint):
+        args = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+        classes = tuple(a for a in args if a is not type(None))
+        if classes and all(
+            isinstance(c, type) and issubclass(c, slicer.vtkMRMLNode) for c in classes
+        ):
+            return classes
+        return None
+
+    def field(name, hint, default):
+        validators = []
+        if typing.get_origin(hint) is typing.Annotated:
+            hint, *validators = typing.get_args(hint)
+        classes = node_classes(hint)
+
+        def get(self):
+            node = self.parameterNode
+            if classes:
+                return node.GetNodeReference(name)
+            text = node.GetParameter(name)
+            if text == "" and name not in _names(node):
+                return default
+            if hint is bool:
+                return text == "True"
+            return hint(text)
+
+        def set_(self, value):
+            node = self.parameterNode
+            if classes:
+                if value is not None and not isinstance(value, classes):
+                    raise TypeError(f"{name}: {value.GetClassName()} is not one of {classes}")
+                node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
+                return
+            value = hint(value)
+            for validator in validators:
+                validator.check(name, value)
+            node.SetParameter(name, str(value))
+
+        return property(get, set_)
+
+    def _names(node):
+        return set(node.GetParameterNames())
+
+    def parameterNodeWrapper(cls):
+        hints = typing.get_type_hints(cls, include_extras=True)
+
+        def init(self, node):
+            object.__setattr__(self, "parameterNode", node)
+
+        for name, hint in hints.items():
+            setattr(cls, name, field(name, hint, cls.__dict__.get(name)))
+        cls.__init__ = init
+        # observers go to the wrapped node (the module template observes the wrapper)
+        cls.AddObserver = lambda self, *a: self.parameterNode.AddObserver(*a)
+        cls.RemoveObserver = lambda self, *a: self.parameterNode.RemoveObserver(*a)
+        cls.connectGui = lambda self, ui: object()
+        cls.disconnectGui = lambda self, tag: None
+        cls.__annotations__ = dict(hints)
+        return cls
+
+    mod.parameterNodeWrapper = parameterNodeWrapper
+    mod.Choice = Choice
+    mod.WithinRange = WithinRange
+    return mod
 
 
 def install_stubs() -> None:
@@ -152,6 +246,12 @@ def install_stubs() -> None:
     class ScriptedLoadableModuleWidget:
         def __init__(self, parent=None):
             self.parent = parent
+
+        def setup(self):
+            self.layout = _Anything()
+
+        def onReload(self):
+            pass
 
         def resourcePath(self, filename):
             return str(MODULE_DIR / "Resources" / filename)
@@ -199,19 +299,8 @@ def install_stubs() -> None:
     sys.modules["slicer.i18n"] = i18n
     slicer.i18n = i18n
 
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-
-    def parameterNodeWrapper(cls):
-        def init(self, node):
-            self.parameterNode = node
-
-        cls.__init__ = init
-        return cls
-
-    pnw.parameterNodeWrapper = parameterNodeWrapper
-    pnw.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
-    sys.modules["slicer.parameterNodeWrapper"] = pnw
-    slicer.parameterNodeWrapper = pnw
+    sys.modules["slicer.parameterNodeWrapper"] = _parameter_node_wrapper_module()
+    slicer.parameterNodeWrapper = sys.modules["slicer.parameterNodeWrapper"]
 
     class _App:
         temporaryPath = "/tmp"
@@ -221,6 +310,15 @@ def install_stubs() -> None:
 
         def processEvents(self):
             pass
+
+        def setOverrideCursor(self, cursor):
+            pass
+
+        def restoreOverrideCursor(self):
+            pass
+
+        def testingEnabled(self):
+            return True  # error displays are logged, not shown
 
     if not hasattr(slicer, "app"):
         slicer.app = _App()

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -23,7 +24,6 @@ from slicer_stubs import (  # noqa: E402
     _Parent,
     add_volume,
     import_module_file,
-    model_for_tests,
     new_scene,
     oblique_ijk_to_ras,
     phantom,
@@ -63,37 +63,6 @@ def test_no_file_scope_heavy_imports_and_no_pip():
     assert "installTorch" in src and "PyTorchUtils" in src
 
 
-def test_logic_runs_end_to_end(tmp_path):
-    scene = new_scene()
-    module = import_module_file()
-    fm = oblique_ijk_to_ras(spacing=(1.4, 1.2, 1.5))
-    mm = oblique_ijk_to_ras(spacing=(1.4, 1.2, 1.5), origin=(13.0, -30.0, 8.0))
-    shape = (24, 28, 26)
-    fixed = add_volume(scene, phantom(shape, fm, seed=1), fm, "fixed")
-    moving = add_volume(scene, phantom(shape, mm, shift_ras=(2.0, 0.0, -1.0), seed=2), mm, "moving")
-    before = slicer.util.arrayFromVolume(moving).copy()
-    logic = module.DeepSimRegistrationLogic()
-    assert logic.ensureTorch(askConfirmation=False)
-    outputs = logic.process(
-        fixed,
-        moving,
-        model=str(model_for_tests(tmp_path)),
-        device="cpu",
-        ioSteps=2,
-        createOutputVolume=True,
-    )
-    assert outputs.summary["io_steps"] == 2
-    assert (
-        outputs.outputVolume.GetImageData().GetDimensions() == fixed.GetImageData().GetDimensions()
-    )
-    np.testing.assert_array_equal(slicer.util.arrayFromVolume(moving), before)
-    text = logic.describe(outputs)
-    assert "Folding" in text and outputs.affineTransform.GetName() in text
-    # the parameter node class binds the documented fields
-    fields = module.DeepSimRegistrationParameterNode.__annotations__
-    assert {"fixedVolume", "movingVolume", "outputTransform", "ioSteps", "affine"} <= set(fields)
-
-
 def test_self_test_runs_headless():
     new_scene()
     module = import_module_file()
@@ -130,11 +99,15 @@ def test_ui_is_valid_and_has_every_widget_the_module_uses():
         p.get("name") == "collapsed" and p.find("bool").text == "true"
         for p in adv.findall("property")
     )
-    quality = next(w for w in root.iter("widget") if w.get("name") == "qualityComboBox")
-    from DeepSimRegistrationLib.registration import QUALITY_PRESETS
+    preset = next(w for w in root.iter("widget") if w.get("name") == "presetComboBox")
+    from DeepSimRegistrationLib.registration import PRESETS
 
-    items = [i.find("property/string").text for i in quality.findall("item")]
-    assert items == list(QUALITY_PRESETS) and items[0] == "recommended"
+    items = [i.find("property/string").text for i in preset.findall("item")]
+    assert items == list(PRESETS) and items[0] == "recommended"
+    # a multi-line log box, the similarity override under Advanced
+    assert names["logTextEdit"] == "QPlainTextEdit"
+    advanced = {w.get("name") for w in adv.iter("widget")}
+    assert "similarityComboBox" in advanced
 
 
 def _cmake_list(text: str, variable: str) -> list[str]:
@@ -172,7 +145,7 @@ def test_cmake_lists_every_module_file():
     assert all(f.endswith(".py") for f in _cmake_list(cmake, "MODULE_PYTHON_SCRIPTS"))
 
 
-def test_extension_metadata_and_s4ext_agree():
+def test_extension_metadata_and_catalogue_entry():
     cmake = (REPO / "CMakeLists.txt").read_text()
     assert re.search(r"^project\(DeepSimRegistration\)", cmake, re.M)
     assert "add_subdirectory(DeepSimRegistration)" in cmake
@@ -182,29 +155,37 @@ def test_extension_metadata_and_s4ext_agree():
             f"EXTENSION_{key} missing or not on one double-quoted line"
         )
     assert meta["EXTENSION_DEPENDS"] == "PyTorch"
-    assert (
-        meta["EXTENSION_HOMEPAGE"]
-        == "https://github.com/deepsim-registration/SlicerDeepSimRegistration"
-    )
-    s4 = {}
-    for line in (REPO / "DeepSimRegistration.s4ext").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition(" ")
-            s4[key] = value.strip()
-    assert s4["category"] == "Registration" and s4["depends"] == "PyTorch"
-    assert s4["homepage"] == meta["EXTENSION_HOMEPAGE"]
-    assert s4["iconurl"] == meta["EXTENSION_ICONURL"]
-    assert s4["screenshoturls"] == meta["EXTENSION_SCREENSHOTURLS"]
-    assert s4["description"] == meta["EXTENSION_DESCRIPTION"]
-    assert s4["contributors"] == meta["EXTENSION_CONTRIBUTORS"]
+    home = "https://github.com/deepsim-registration/SlicerDeepSimRegistration"
+    assert meta["EXTENSION_HOMEPAGE"] == home
+    # contributors are "Name (Organization)", the same in CMake and in the module
+    module = import_module_file()
+    assert meta["EXTENSION_CONTRIBUTORS"] == ", ".join(module.CONTRIBUTORS)
+    assert all(re.fullmatch(r"[^(),]+ \([^(),]+\)", c) for c in module.CONTRIBUTORS)
+
+    # the catalogue entry the Extensions Index takes (schema v1.0.2: required $schema,
+    # category, scm_url; no other keys than the schema's), named like the CMake project
+    entry = json.loads((REPO / "DeepSimRegistration.json").read_text())
+    allowed = {"$schema", "build_dependencies", "build_subdirectory", "category", "enabled"}
+    allowed |= {"scm_revision", "scm_type", "scm_url", "tier", "dicom_support_rule"}
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    assert entry["category"] == "Registration" and entry["build_dependencies"] == ["PyTorch"]
+    assert entry["scm_url"] == home and entry["scm_type"] == "git"
+    assert entry["scm_revision"] == "main" and entry["tier"] in range(1, 6)
+    assert isinstance(entry["enabled"], bool) and entry["build_subdirectory"] == "."
+    assert not (REPO / "DeepSimRegistration.s4ext").exists()  # generated in the build tree
+
     # the files the URLs point at exist in the repository, and the icon is 128x128
     for url in (meta["EXTENSION_ICONURL"], *meta["EXTENSION_SCREENSHOTURLS"].split()):
+        assert url.startswith(home.replace("github.com", "raw.githubusercontent.com") + "/main/")
         rel = url.split("/main/", 1)[1]
         assert (REPO / rel).is_file(), rel
     png = (REPO / "Resources" / "DeepSimRegistration.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(png[16:20], "big") == 128 and int.from_bytes(png[20:24], "big") == 128
     assert "Apache License" in (REPO / "LICENSE").read_text()
+    # the README links the paper
+    assert module.PAPER_URL in (REPO / "README.md").read_text()
 
 
 def test_sample_data_checksums_and_sources():
@@ -230,3 +211,271 @@ def test_sample_data_checksums_and_sources():
         assert storage.ReadData(node)
         assert 64 <= min(node.GetImageData().GetDimensions()) <= 96
     assert len(scene_ids(scene)) >= 4
+
+
+def _selectors() -> dict:
+    """SlicerParameterName -> (node types, showChildNodeTypes) of each node selector."""
+    out = {}
+    for w in ET.parse(UI_FILE).getroot().iter("widget"):
+        if w.get("class") != "qMRMLNodeComboBox":
+            continue
+        props = {p.get("name"): p for p in w.findall("property")}
+        types = [t.text for t in props["nodeTypes"].iter("string")]
+        children = props.get("showChildNodeTypes")
+        show = children is None or children.find("bool").text == "true"
+        out[props["SlicerParameterName"].find("string").text] = (types, show)
+    return out
+
+
+def synthetic_result(fixed, moving):
+    """A computed registration made by hand (no child process): a small constant displacement."""
+    from DeepSimRegistrationLib.nodes import volumeToImage
+    from DeepSimRegistrationLib.registration import HEATMAP_NAMES, ComputedRegistration
+
+    grid = volumeToImage(fixed).grid
+    ones = np.ones(grid.shape, np.float32)
+    return ComputedRegistration(
+        fixedGrid=grid,
+        displacement=np.full((*grid.shape, 3), 0.5, np.float32),
+        warped=ones,
+        heatmaps={name: 0.5 * ones for name in HEATMAP_NAMES},
+        jacobian=ones,
+        summary={"runtime_s": 1.0, "device": "cpu", "model": "brain-3d", "folding_percent": 0.0},
+        fixedNodeID=fixed.GetID(),
+        movingNodeID=moving.GetID(),
+    )
+
+
+def make_pair(scene):
+    m = oblique_ijk_to_ras()
+    fixed = add_volume(scene, phantom((12, 14, 16), m, seed=1), m, "fixed")
+    moving = add_volume(scene, phantom((12, 14, 16), m, seed=2), m, "moving")
+    return fixed, moving
+
+
+def logic_with_pair():
+    """A fresh scene with a pair, the module's Logic and its parameter node holding the pair."""
+    scene = new_scene()
+    module = import_module_file()
+    fixed, moving = make_pair(scene)
+    logic = module.DeepSimRegistrationLogic()
+    p = logic.getParameterNode()
+    p.fixedVolume, p.movingVolume = fixed, moving
+    return scene, logic, p, fixed, moving
+
+
+def test_every_node_class_written_into_a_selector_is_one_it_lists():
+    scene, logic, p, fixed, moving = logic_with_pair()
+    job = types.SimpleNamespace(result=lambda: synthetic_result(fixed, moving))
+    logic.finishRegistration(job, p)
+    written = {
+        "outputTransform": p.outputTransform,
+        "heatmapVolume": p.heatmapVolume,
+        "jacobianVolume": p.jacobianVolume,
+    }
+    selectors = _selectors()
+    for name, node in written.items():
+        types_, children = selectors[name]
+        assert node is not None, name
+        listed = node.GetClassName() in types_ or (children and any(node.IsA(t) for t in types_))
+        assert listed, f"{name}: {node.GetClassName()} is not listed by its selector {types_}"
+    # transforms other registration modules write are listed too (Elastix, ANTs: grid, b-spline)
+    types_, children = selectors["outputTransform"]
+    for cls in ("vtkMRMLGridTransformNode", "vtkMRMLBSplineTransformNode"):
+        assert children and any(scene.CreateNodeByClass(cls).IsA(t) for t in types_)
+    # a second Register with these outputs selected is ready to run
+    assert logic.whyNotReady(p, "brain-3d") == ""
+
+
+@pytest.mark.parametrize("output", ["outputVolume", "heatmapVolume", "jacobianVolume"])
+def test_register_is_disabled_when_an_output_is_an_input(output):
+    scene, logic, p, fixed, moving = logic_with_pair()
+    assert logic.whyNotReady(p, "brain-3d") == ""
+    setattr(p, output, moving)
+    assert "moving volume" in logic.whyNotReady(p, "brain-3d")
+    setattr(p, output, fixed)
+    assert "fixed volume" in logic.whyNotReady(p, "brain-3d")
+    setattr(p, output, None)
+    assert "model" in logic.whyNotReady(p, None)
+
+
+def test_parameter_node_restores_the_panel_after_a_scene_round_trip(tmp_path):
+    scene = new_scene()
+    module = import_module_file()
+    fixed, moving = make_pair(scene)
+    mask = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "mask")
+    transform = scene.AddNewNodeByClass("vtkMRMLTransformNode", "out")
+    p = module.DeepSimRegistrationLogic().getParameterNode()
+    values = {
+        "fixedVolume": fixed,
+        "movingVolume": moving,
+        "fixedMask": mask,
+        "outputTransform": transform,
+        "model": "brain-3d-ae",
+        "device": "cpu",
+        "similarity": "ncc",
+        "preset": "best",
+        "affine": False,
+        "ioSteps": 40,
+        "modelSpacing": 2.5,
+        "heatmap": "ncc_before",
+        "heatmapOpacity": 0.3,
+    }
+    for name, value in values.items():
+        setattr(p, name, value)
+    with pytest.raises(ValueError):
+        p.preset = "medium"
+    with pytest.raises(ValueError):
+        p.ioSteps = -2
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+
+    loaded = new_scene()
+    loaded.SetURL(str(tmp_path / "scene.mrml"))
+    assert loaded.Connect()
+    again = module.DeepSimRegistrationLogic().getParameterNode()
+    for name, value in values.items():
+        got = getattr(again, name)
+        if hasattr(value, "GetName"):
+            assert got is not None and got.GetName() == value.GetName(), name
+        else:
+            assert got == value, name
+    assert again.movingMask is None and again.outputVolume is None
+    # every field the .ui binds is a parameter-node field
+    fields = set(module.DeepSimRegistrationParameterNode.__annotations__)
+    assert set(_selectors()) <= fields
+
+
+def test_model_list_comes_from_the_catalogue_by_dimension_with_the_documented_default():
+    from deepsim.api import catalogue, default_model
+
+    scene = new_scene()
+    module = import_module_file()
+    fixed, _ = make_pair(scene)
+    logic = module.DeepSimRegistrationLogic()
+    names3 = logic.modelNames(fixed)
+    assert names3 and names3[0] == default_model(3).path.stem == "brain-3d"
+    assert all(catalogue()[n].spatial_dims == 3 for n in names3)
+    m = oblique_ijk_to_ras()
+    slice_ = add_volume(scene, phantom((1, 20, 22), m), m, "slice")
+    names2 = logic.modelNames(slice_)
+    assert names2 and all(catalogue()[n].spatial_dims == 2 for n in names2)
+    assert not set(names2) & set(names3)
+
+
+def test_torch_version_is_checked_against_the_minimum(monkeypatch):
+    module = import_module_file()
+    logic = module.DeepSimRegistrationLogic()
+    assert module.versionTuple("2.13.0+cpu") == (2, 13, 0)
+    assert module.versionTuple("2.1.0a0") == (2, 1, 0)
+    monkeypatch.setattr(logic, "installedTorchVersion", lambda: "1.13.1")
+    with pytest.raises(RuntimeError, match=r"1\.13\.1 is installed.*2\.1 or newer.*PyTorch Utils"):
+        logic.ensureTorch(askConfirmation=False)
+    monkeypatch.setattr(logic, "installedTorchVersion", lambda: "2.13.0+cpu")
+    assert logic.ensureTorch(askConfirmation=False)
+
+
+def test_devices_are_the_ones_torch_sees():
+    pytest.importorskip("torch")
+    import torch
+
+    from DeepSimRegistrationLib.devices import probeDevices
+
+    devices = probeDevices(sys.executable)
+    assert devices[0] == ("auto", "auto") and devices[-1] == ("CPU", "cpu")
+    gpus = [d for d in devices if d[1] == "cuda"]
+    assert len(gpus) == (1 if torch.cuda.is_available() else 0)
+    with pytest.raises(RuntimeError, match="PyTorch does not load"):
+        probeDevices("/bin/false")
+
+
+def test_reload_drops_the_module_libraries():
+    module = import_module_file()
+    import DeepSimRegistrationLib.registration as before
+
+    dropped = module.reloadLibraries()
+    assert "DeepSimRegistrationLib.registration" in dropped and "deepsim.api" in dropped
+    import DeepSimRegistrationLib.registration as after
+
+    assert after is not before
+
+
+def _python_files():
+    files = [MODULE_FILE, *sorted((MODULE_DIR / "DeepSimRegistrationLib").glob("*.py"))]
+    files += [f for f in sorted((MODULE_DIR / "deepsim").glob("*.py"))]
+    return files
+
+
+def test_translated_strings_are_plain_literals():
+    """``_()``/``translate()`` get a literal string: no f-string, no concatenation, no format
+    inside the call (the translation tools extract literals only)."""
+    import ast
+
+    tree = ast.parse(MODULE_FILE.read_text())
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Name)
+        and n.func.id in ("_", "translate")
+    ]
+    assert len(calls) > 20
+    for call in calls:
+        texts = call.args[-1:]  # translate(context, text), _(text)
+        assert all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in call.args), (
+            f"line {call.lineno}: translated text must be a literal string"
+        )
+        assert texts
+
+
+def test_code_parses_with_the_oldest_supported_python():
+    """The extension's code (module, Lib, the deepsim runtime it ships) parses with the Python
+    of the oldest supported Slicer."""
+    import ast
+
+    module = import_module_file()
+    assert module.MINIMUM_PYTHON == (3, 10)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'requires-python = ">=3.10"' in pyproject
+    for path in _python_files():
+        ast.parse(path.read_text(), filename=str(path), feature_version=module.MINIMUM_PYTHON)
+    # and the check is real: newer syntax is refused at that version
+    with pytest.raises(SyntaxError):
+        ast.parse("def f[T](x: T) -> T: return x", feature_version=module.MINIMUM_PYTHON)
+
+
+def test_summary_shows_time_device_similarity_folding_and_dice():
+    module = import_module_file()
+    text = module.DeepSimRegistrationLogic.describe(
+        {
+            "runtime_s": 12.34,
+            "device": "cpu",
+            "model": "brain-3d",
+            "folding_percent": 0.125,
+            "similarity_deepsim_before": 0.41,
+            "similarity_deepsim_after": 0.77,
+            "similarity_ncc_before": 0.2,
+            "similarity_ncc_after": 0.5,
+            "dice_before": 0.6,
+            "dice_after": 0.8,
+        }
+    )
+    for part in ("12.3 s", "cpu", "brain-3d", "0.12%", "0.410 -> 0.770", "0.200 -> 0.500"):
+        assert part in text, part
+    assert "Dice: 0.600 -> 0.800" in text and len(text.splitlines()) == 5
+
+
+def test_the_widget_talks_only_to_the_logic():
+    """No import of the module's libraries inside the widget class: it calls the Logic."""
+    import ast
+
+    tree = ast.parse(MODULE_FILE.read_text())
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Widget"))
+    imported = [
+        alias.name if isinstance(n, ast.Import) else n.module
+        for n in ast.walk(widget)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for alias in n.names
+    ]
+    assert not [m for m in imported if m.split(".")[0] in ("DeepSimRegistrationLib", "deepsim")]
+    assert "self.logic." in ast.get_source_segment(MODULE_FILE.read_text(), widget)

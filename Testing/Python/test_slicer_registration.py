@@ -1,43 +1,40 @@
-"""``registerVolumes`` end to end on slicer-core nodes with a small model: outputs on the fixed
-geometry with their display settings, the warped volume agrees with the transform and with the
-library, inputs untouched, cancel and failure leave the scene as it was."""
+"""The registration on slicer-core nodes, computed by the ``deepsim`` command in a child process
+(one real run shared by the tests) and applied to the scene: one transform node, outputs on the
+fixed geometry that agree with the transform, inputs never overwritten, failures leave the
+scene as it was, results save and reload."""
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer")
 pytest.importorskip("torch")
-import vtk  # noqa: E402
 
 import DeepSimRegistrationLib.registration as reg  # noqa: E402
-from deepsim.api import Cancelled  # noqa: E402
-from deepsim.register import warp_image  # noqa: E402
-from DeepSimRegistrationLib import (  # noqa: E402
+from deepsim.geometry import read_image  # noqa: E402
+from DeepSimRegistrationLib.nodes import (  # noqa: E402
     DIVERGING_BLUE_RED_ID,
     INFERNO_ID,
-    registerVolumes,
+    ijkToRas,
+    resampleThroughTransform,
+    volumeToImage,
+)
+from DeepSimRegistrationLib.registration import (  # noqa: E402
+    OutputNodes,
+    RegistrationSettings,
+    applyRegistration,
+    checkNodes,
+    computeRegistration,
+    saveOutputs,
     showHeatmap,
-    volume_to_image,
 )
-from DeepSimRegistrationLib.nodes import ijk_to_ras, numpy_matrix  # noqa: E402
-from slicer_stubs import (  # noqa: E402
-    add_volume,
-    model_for_tests,
-    new_scene,
-    oblique_ijk_to_ras,
-    phantom,
-    scene_ids,
-)
+from slicer_stubs import add_volume, new_scene, oblique_ijk_to_ras, phantom, scene_ids  # noqa: E402
 
 FIXED_SHAPE = (28, 30, 32)
 MOVING_SHAPE = (26, 30, 30)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return model_for_tests(tmp_path_factory.mktemp("slicer_models"))
 
 
 def make_pair(scene):
@@ -56,7 +53,7 @@ def snapshot(node):
     """Everything about an input node that must not change."""
     return (
         slicer.util.arrayFromVolume(node).copy(),
-        ijk_to_ras(node),
+        ijkToRas(node),
         node.GetTransformNodeID(),
         node.GetImageData().GetMTime(),
         node.GetName(),
@@ -69,164 +66,201 @@ def assert_same(a, b):
     assert a[2:] == b[2:]
 
 
-def test_register_end_to_end(model_path):
+@pytest.fixture(scope="module")
+def computed():
+    """One real registration in a child process, shared by the tests of this file."""
     scene = new_scene()
-    scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
     fixed, moving = make_pair(scene)
-    before_fixed, before_moving = snapshot(fixed), snapshot(moving)
-    stages = []
-    out = registerVolumes(
+    before = (scene_ids(scene), snapshot(fixed), snapshot(moving))
+    progress = []
+    result = computeRegistration(
         fixed,
         moving,
-        model=str(model_path),
-        device="cpu",
-        affine=True,
-        createOutputVolume=True,
-        progress=lambda f, m: stages.append((f, m)),
+        RegistrationSettings(device="cpu", ioSteps=2),
+        progress=lambda f, m: progress.append((f, m)),
+        python=sys.executable,
     )
-    # inputs untouched
-    assert_same(snapshot(fixed), before_fixed)
-    assert_same(snapshot(moving), before_moving)
-    # progress is monotone and ends at 1
-    fractions = [f for f, _ in stages]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    return scene, fixed, moving, result, progress, before
 
-    # transform chain: grid on top, affine child, reference roles
-    grid, aff = out.outputTransform, out.affineTransform
-    assert aff.GetParentTransformNode() is grid and grid.GetParentTransformNode() is None
-    assert not grid.IsLinear() and aff.IsLinear()
-    for node in (grid, aff):
-        assert (
-            node.GetNodeReferenceID(slicer.vtkMRMLTransformNode.GetMovingNodeReferenceRole())
-            == moving.GetID()
-        )
-        assert (
-            node.GetNodeReferenceID(slicer.vtkMRMLTransformNode.GetFixedNodeReferenceRole())
-            == fixed.GetID()
-        )
-    m = vtk.vtkMatrix4x4()
-    aff.GetMatrixTransformFromParent(m)
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    np.testing.assert_allclose(numpy_matrix(m), flip @ out.result.affine @ flip, atol=1e-9)
-    display = grid.GetDisplayNode()
-    assert display.GetVisualizationMode() == slicer.vtkMRMLTransformDisplayNode.VIS_MODE_GRID
-    assert display.GetRegionNode() is fixed and display.GetVisibility2D()
 
-    # outputs on the fixed geometry, with their display settings
-    fixed_dims = fixed.GetImageData().GetDimensions()
+def fresh_scene_with(result):
+    """A new scene holding copies of the pair, with the IDs the result refers to."""
+    scene = new_scene()
+    fixed, moving = make_pair(scene)
+    assert (fixed.GetID(), moving.GetID()) == (result.fixedNodeID, result.movingNodeID)
+    return scene, fixed, moving
+
+
+def test_compute_streams_progress_and_writes_nothing(computed):
+    scene, fixed, moving, result, progress, (ids, fixed_before, moving_before) = computed
+    assert scene_ids(scene) == ids
+    assert_same(snapshot(fixed), fixed_before)
+    assert_same(snapshot(moving), moving_before)
+    fractions = [f for f, _ in progress]
+    assert len(progress) >= 4 and fractions == sorted(fractions) and 0 < fractions[-1] <= 1
+    assert all(isinstance(m, str) and m for _, m in progress)
+    assert result.displacement.shape == (*FIXED_SHAPE, 3)
+    assert result.jacobian.shape == FIXED_SHAPE and result.warped.shape == FIXED_SHAPE
+    assert set(result.heatmaps) == set(reg.HEATMAP_NAMES)
+    assert result.summary["io_steps"] == 2 and result.summary["device"] == "cpu"
+
+
+def test_apply_gives_one_transform_and_outputs_that_agree_with_it(computed):
+    result = computed[3]
+    scene, fixed, moving = fresh_scene_with(result)
+    scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    before = snapshot(moving)
+    out = applyRegistration(scene, result, OutputNodes(createVolume=True))
+    transform = out.outputTransform
+    assert transform.GetClassName() == "vtkMRMLTransformNode" and not transform.IsLinear()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTransformNode") == 1  # no second (affine) node
+    assert transform.GetParentTransformNode() is None
+    roles = slicer.vtkMRMLTransformNode
+    assert transform.GetNodeReferenceID(roles.GetMovingNodeReferenceRole()) == moving.GetID()
+    assert transform.GetNodeReferenceID(roles.GetFixedNodeReferenceRole()) == fixed.GetID()
+    assert_same(snapshot(moving), before)  # a registered volume was made: moving stays put
+
     for node in (out.outputVolume, out.heatmapVolume, out.jacobianVolume):
-        assert node.GetImageData().GetDimensions() == fixed_dims
-        np.testing.assert_allclose(ijk_to_ras(node), ijk_to_ras(fixed), atol=1e-9)
-        assert node.GetParentTransformNode() is None
-    hd = out.heatmapVolume.GetDisplayNode()
-    assert hd.GetColorNodeID() == INFERNO_ID and scene.GetNodeByID(INFERNO_ID) is not None
-    assert not hd.GetAutoWindowLevel()
+        assert node.GetImageData().GetDimensions() == fixed.GetImageData().GetDimensions()
+        np.testing.assert_allclose(ijkToRas(node), ijkToRas(fixed), atol=1e-9)
+    hd, jd = out.heatmapVolume.GetDisplayNode(), out.jacobianVolume.GetDisplayNode()
+    assert hd.GetColorNodeID() == INFERNO_ID and not hd.GetAutoWindowLevel()
     assert (hd.GetWindowLevelMin(), hd.GetWindowLevelMax()) == pytest.approx((0.0, 1.0))
-    jd = out.jacobianVolume.GetDisplayNode()
     assert jd.GetColorNodeID() == DIVERGING_BLUE_RED_ID
     assert (jd.GetWindowLevelMin(), jd.GetWindowLevelMax()) == pytest.approx((0.0, 2.0))
-    assert jd.GetWindow() == pytest.approx(2.0) and jd.GetLevel() == pytest.approx(1.0)
-    np.testing.assert_allclose(
-        slicer.util.arrayFromVolume(out.jacobianVolume), out.result.jacobian.array, atol=1e-6
-    )
     comp = scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
     assert comp.GetBackgroundVolumeID() == fixed.GetID()
     assert comp.GetForegroundVolumeID() == out.heatmapVolume.GetID()
-    assert comp.GetForegroundOpacity() == pytest.approx(0.5)
 
-    # the registered volume agrees with the library's complete displacement (SimpleITK)
+    # the registered volume is what Slicer shows with the moving volume under the transform
+    through = resampleThroughTransform(scene, volumeToImage(moving), transform, out.fixedGrid)
     warped = slicer.util.arrayFromVolume(out.outputVolume)
-    fixed_img, moving_img = volume_to_image(fixed), volume_to_image(moving)
-    want = warp_image(moving_img, fixed_img.grid, out.result.displacement, "linear").array
-    pts = fixed_img.grid.world_points() + out.result.displacement
-    lps_to_idx = moving_img.grid.lps_to_index
-    idx = pts @ lps_to_idx[:3, :3].T + lps_to_idx[:3, 3]
+    pts = out.fixedGrid.world_points() + result.displacement
+    grid = volumeToImage(moving).grid
+    idx = pts @ grid.lps_to_index[:3, :3].T + grid.lps_to_index[:3, 3]
     inside = np.all((idx >= 1) & (idx <= np.array(MOVING_SHAPE) - 2), axis=-1)
     assert inside.mean() > 0.3
-    rng = float(moving_img.array.max() - moving_img.array.min())
-    assert np.abs(warped - want)[inside].max() < 5e-3 * rng
+    rng = float(warped.max() - warped.min())
+    assert np.abs(warped - through)[inside].max() < 5e-3 * rng
 
     # heatmap switching without re-running
-    assert out.heatmapName == "deepsim_after"
-    assert showHeatmap(out, "ncc_before")
+    assert out.heatmapName == "deepsim_after" and showHeatmap(out, "ncc_before")
     np.testing.assert_allclose(
-        slicer.util.arrayFromVolume(out.heatmapVolume),
-        out.result.heatmaps["ncc_before"].array,
-        atol=1e-6,
+        slicer.util.arrayFromVolume(out.heatmapVolume), result.heatmaps["ncc_before"], atol=1e-6
     )
-    assert out.heatmapVolume.GetAttribute("DeepSim.heatmap") == "ncc_before"
 
-    # a second run into the same nodes creates no new nodes
-    ids = scene_ids(scene)
-    out2 = registerVolumes(
+
+def test_without_output_volume_the_moving_volume_goes_under_the_transform(computed):
+    result = computed[3]
+    scene, fixed, moving = fresh_scene_with(result)
+    out = applyRegistration(scene, result, OutputNodes())
+    assert out.outputVolume is None
+    assert moving.GetParentTransformNode() is out.outputTransform
+    assert fixed.GetParentTransformNode() is None
+
+
+def test_two_runs_in_a_row_with_the_first_outputs_selected(computed, tmp_path):
+    result = computed[3]
+    scene, fixed, moving = fresh_scene_with(result)
+    first = applyRegistration(scene, result, OutputNodes(createVolume=False))
+    chosen = OutputNodes(
+        transform=first.outputTransform, heatmap=first.heatmapVolume, jacobian=first.jacobianVolume
+    )
+    # the moving volume sits under the first transform: the next run takes it without it
+    checkNodes(fixed, moving, chosen)
+    job = reg.startRegistration(
         fixed,
         moving,
-        model=str(model_path),
-        device="cpu",
-        affine=False,
-        outputTransform=grid,
-        outputVolume=out.outputVolume,
-        heatmapVolume=out.heatmapVolume,
-        jacobianVolume=out.jacobianVolume,
+        RegistrationSettings(device="cpu"),
+        outputTransform=first.outputTransform,
+        python=sys.executable,
+        workDir=tmp_path,
     )
+    try:
+        written = read_image(job.workDir / "moving.nrrd")
+        np.testing.assert_allclose(written.array, slicer.util.arrayFromVolume(moving))
+        np.testing.assert_allclose(
+            written.grid.ijk_to_ras(), ijkToRas(moving), atol=1e-4
+        )  # its own space, not the registered one
+    finally:
+        job.cancel()
+    assert not job.workDir.exists()
+    ids = scene_ids(scene)
+    second = applyRegistration(scene, result, chosen)
+    assert scene_ids(scene) == ids  # no new nodes: the same ones were overwritten
+    assert second.outputTransform is first.outputTransform
+    assert moving.GetParentTransformNode() is first.outputTransform
+
+
+@pytest.mark.parametrize("output", ["volume", "heatmap", "jacobian"])
+@pytest.mark.parametrize("which", ["fixed", "moving"])
+def test_outputs_never_overwrite_inputs(computed, output, which):
+    result = computed[3]
+    scene, fixed, moving = fresh_scene_with(result)
+    node = fixed if which == "fixed" else moving
+    before, ids = snapshot(node), scene_ids(scene)
+    outputs = OutputNodes(**{output: node})
+    with pytest.raises(ValueError, match=f"is the {which} volume"):
+        checkNodes(fixed, moving, outputs)
+    with pytest.raises(ValueError, match=f"is the {which} volume"):
+        applyRegistration(scene, result, outputs)
+    assert_same(snapshot(node), before)
     assert scene_ids(scene) == ids
-    assert out2.affineTransform is aff
-    np.testing.assert_allclose(
-        numpy_matrix(aff.GetMatrixTransformToParent()), np.eye(4), atol=1e-12
-    )
-
-    # an input under the output transform is refused (overwriting it would move the input)
-    moving.SetAndObserveTransformNodeID(aff.GetID())
-    with pytest.raises(ValueError, match="under the output transform"):
-        registerVolumes(fixed, moving, model=str(model_path), device="cpu", outputTransform=grid)
 
 
-@pytest.mark.parametrize("cancel_after", [1, 3, 6])
-def test_cancel_leaves_scene_unchanged(model_path, cancel_after):
-    scene = new_scene()
-    fixed, moving = make_pair(scene)
-    ids, before = scene_ids(scene), snapshot(moving)
-    calls = []
-
-    def should_cancel():
-        calls.append(1)
-        return len(calls) >= cancel_after
-
-    with pytest.raises(Cancelled):
-        registerVolumes(
-            fixed,
-            moving,
-            model=str(model_path),
-            device="cpu",
-            createOutputVolume=True,
-            shouldCancel=should_cancel,
-        )
-    assert scene_ids(scene) == ids
-    assert_same(snapshot(moving), before)
+def test_fixed_volume_under_the_output_transform_is_refused(computed):
+    result = computed[3]
+    scene, fixed, moving = fresh_scene_with(result)
+    transform = scene.AddNewNodeByClass("vtkMRMLTransformNode")
+    fixed.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(ValueError, match="fixed volume is under the output transform"):
+        checkNodes(fixed, moving, OutputNodes(transform=transform))
 
 
-def test_failure_after_computation_removes_new_nodes(model_path, monkeypatch):
-    scene = new_scene()
-    fixed, moving = make_pair(scene)
+def test_failure_while_applying_removes_new_nodes(computed, monkeypatch):
+    result = computed[3]
+    scene, fixed, moving = fresh_scene_with(result)
     ids = scene_ids(scene)
 
     def broken(*args, **kwargs):
-        raise RuntimeError("resampling failed")
+        raise RuntimeError("display failed")
 
-    monkeypatch.setattr(reg, "resample_through_chain", broken)
-    with pytest.raises(RuntimeError, match="resampling failed"):
-        registerVolumes(fixed, moving, model=str(model_path), device="cpu", createOutputVolume=True)
-    assert scene_ids(scene) == ids
+    monkeypatch.setattr(reg, "showJacobianDisplay", broken)
+    with pytest.raises(RuntimeError, match="display failed"):
+        applyRegistration(scene, result, OutputNodes(createVolume=True))
+    # only the shared colour table stays (Slicer's application has it anyway)
+    assert [i for i in scene_ids(scene) if not i.startswith("vtkMRMLColorTableNode")] == ids
+    assert moving.GetParentTransformNode() is None
 
 
-def test_bad_inputs_are_refused_before_any_work(model_path):
-    scene = new_scene()
-    fixed, moving = make_pair(scene)
-    ids = scene_ids(scene)
-    with pytest.raises(ValueError, match="different"):
-        registerVolumes(fixed, fixed, model=str(model_path))
-    with pytest.raises(ValueError, match="device"):
-        registerVolumes(fixed, moving, model=str(model_path), device="tpu")
-    with pytest.raises(ValueError, match="both"):
-        registerVolumes(None, moving)
-    assert scene_ids(scene) == ids
+def test_scene_closed_during_the_run_gets_nothing(computed):
+    result = computed[3]
+    scene, fixed, moving = fresh_scene_with(result)
+    scene.Clear(0)
+    with pytest.raises(ValueError, match="removed during the registration"):
+        applyRegistration(scene, result)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTransformNode") == 0
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0
+
+
+def test_save_outputs_writes_files_that_reload(computed, tmp_path):
+    result = computed[3]
+    scene, fixed, moving = fresh_scene_with(result)
+    out = applyRegistration(scene, result, OutputNodes(createVolume=True))
+    storages = scene.GetNumberOfNodesByClass("vtkMRMLStorageNode")
+    written = saveOutputs(out, tmp_path / "saved")
+    names = {p.name for p in written}
+    assert {"transform.h5", "registered.nrrd", "jacobian.nrrd", "summary.json"} <= names
+    assert "similarity_deepsim_after.nrrd" in names
+    assert all(p.is_file() and p.stat().st_size > 0 for p in written)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLStorageNode") == storages  # nodes' own kept
+    again = scene.AddNewNodeByClass("vtkMRMLTransformNode")
+    reader = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    reader.SetFileName(str(tmp_path / "saved" / "transform.h5"))
+    assert reader.ReadData(again)
+    p = (ijkToRas(fixed) @ np.array([10.3, 12.7, 9.2, 1.0]))[:3]
+    np.testing.assert_allclose(
+        again.GetTransformFromParent().TransformPoint(*p),
+        out.outputTransform.GetTransformFromParent().TransformPoint(*p),
+        atol=1e-4,
+    )

@@ -1,9 +1,7 @@
-"""The grid transform and the grid + affine chain on real MRML nodes (slicer-core), checked
-against deepsim's own warping: oblique, anisotropic, non-zero-origin grids throughout."""
+"""The output grid transform on real MRML nodes (slicer-core), checked against deepsim's own
+warping, and its save/reload round trip: oblique, anisotropic, non-zero-origin grids throughout."""
 
 from __future__ import annotations
-
-import types
 
 import numpy as np
 import pytest
@@ -17,12 +15,11 @@ from deepsim.register import full_displacement, warp_image  # noqa: E402
 from deepsim.warp import warp  # noqa: E402
 from DeepSimRegistrationLib.nodes import (  # noqa: E402
     LPS_RAS_4,
-    affine_to_linear_transform,
-    ijk_to_ras,
-    make_transform_chain,
-    model_field_to_grid_transform,
-    resample_through_chain,
-    volume_to_image,
+    displacementToGridTransform,
+    ijkToRas,
+    resampleThroughTransform,
+    volumeToImage,
+    vtkMatrix,
 )
 from slicer_stubs import add_volume, new_scene, oblique_ijk_to_ras, phantom, scene_ids  # noqa: E402
 
@@ -56,6 +53,11 @@ def inside_mask(disp: np.ndarray, margin: float = 0.0) -> np.ndarray:
     )
 
 
+def mm_displacement(disp_vox: np.ndarray, grid: Grid, affine=None) -> np.ndarray:
+    """``(3, *shape)`` voxel field -> ``(*shape, 3)`` LPS mm, the library's complete mapping."""
+    return full_displacement(disp_vox, grid, grid, np.eye(4) if affine is None else affine)
+
+
 def test_grid_transform_matches_torch_warp():
     scene = new_scene()
     m = oblique_ijk_to_ras()
@@ -63,20 +65,21 @@ def test_grid_transform_matches_torch_warp():
     image = phantom(SHAPE, m)
     disp = smooth_field(SHAPE, 2.5)
     expected = warp(torch.from_numpy(image)[None, None], torch.from_numpy(disp)[None])[0, 0].numpy()
+    displacement = mm_displacement(disp, grid)
 
-    node = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "field")
-    model_field_to_grid_transform(disp, grid, node)
+    node = scene.AddNewNodeByClass("vtkMRMLTransformNode", "field")
+    displacementToGridTransform(displacement, grid, node)
     got = slicer_resample(scene, image, m, node, m, SHAPE)
     mask = inside_mask(disp, 0.01)
     assert mask.mean() > 0.5
     err = np.abs(got - expected)[mask].max()
     assert err < 1e-2 * (image.max() - image.min()) and err < 0.5, err
 
-    # the same check must fail for the classic mistakes (wrong sign, channels not reversed)
-    model_field_to_grid_transform(-disp, grid, node)
+    # the same check must fail for the classic mistakes (wrong sign, components reversed)
+    displacementToGridTransform(-displacement, grid, node)
     wrong = slicer_resample(scene, image, m, node, m, SHAPE)
     assert np.abs(wrong - expected)[mask].max() > 20 * max(err, 0.05)
-    model_field_to_grid_transform(disp[::-1].copy(), grid, node)
+    displacementToGridTransform(displacement[..., ::-1].copy(), grid, node)
     wrong = slicer_resample(scene, image, m, node, m, SHAPE)
     assert np.abs(wrong - expected)[mask].max() > 20 * max(err, 0.05)
 
@@ -88,11 +91,9 @@ def test_constant_displacement_moves_content_the_right_way():
     m = oblique_ijk_to_ras()
     grid = Grid.from_ijk_to_ras(SHAPE, m)
     d_ras = np.array([10.0, 0.0, 0.0])
-    # voxel displacement along tensor axes (k, j, i) whose world vector is d_ras
-    u_tensor = np.linalg.solve(grid.index_to_ras()[:3, :3], d_ras)
-    disp = np.broadcast_to(u_tensor[:, None, None, None], (3, *SHAPE)).astype(np.float32).copy()
-    node = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "constant")
-    model_field_to_grid_transform(disp, grid, node)
+    displacement = np.broadcast_to(LPS_RAS_4[:3, :3] @ d_ras, (*SHAPE, 3)).astype(np.float32)
+    node = scene.AddNewNodeByClass("vtkMRMLTransformNode", "constant")
+    displacementToGridTransform(displacement, grid, node)
     centre = (m @ np.array([13.5, 11.5, 9.5, 1.0]))[:3]
     mapped = np.array(node.GetTransformFromParent().TransformPoint(*centre))
     np.testing.assert_allclose(mapped - centre, d_ras, atol=1e-4)
@@ -108,10 +109,10 @@ def test_constant_displacement_moves_content_the_right_way():
     np.testing.assert_allclose(com - blob_centre, -d_ras, atol=0.3)
 
 
-def _chain_case():
-    """A fixed grid, a coarser model grid in its space, a smooth field and a known affine."""
-    fixed_m = oblique_ijk_to_ras()
-    fixed = Grid.from_ijk_to_ras(SHAPE, fixed_m)
+def _affine_case():
+    """A fixed grid, a coarser model grid in its space, a smooth field and a known affine,
+    composed by the library into one complete displacement on the fixed grid."""
+    fixed = Grid.from_ijk_to_ras(SHAPE, oblique_ijk_to_ras())
     mgrid = model_grid(fixed, 2.0, 4)
     disp = smooth_field(mgrid.shape, 1.5, seed=3)
     c, s = np.cos(0.12), np.sin(0.12)
@@ -119,64 +120,47 @@ def _chain_case():
     affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([1.05, 0.97, 1.0])
     centre = fixed.corners().mean(axis=0)
     affine[:3, 3] = centre - affine[:3, :3] @ centre + np.array([2.0, -3.0, 1.5])
-    result = types.SimpleNamespace(model_disp=disp, model_grid=mgrid, affine=affine)
-    return fixed, mgrid, disp, affine, result
+    return fixed, full_displacement(disp, mgrid, fixed, affine)
 
 
-def test_affine_parent_composes_as_the_library():
-    """Moving under the affine node under the grid node maps x -> A(x + U(x)), as deepsim does."""
+def world_mapping(node, points_ras: np.ndarray) -> np.ndarray:
+    """Where the node's FromWorld sends each RAS point."""
+    t = vtk.vtkGeneralTransform()
+    node.GetTransformFromWorld(t)
+    return np.array([t.TransformPoint(*p) for p in points_ras])
+
+
+def test_one_node_holds_the_affine_and_the_field():
+    """One transform node maps every fixed voxel centre x to x + d(x), affine included."""
     scene = new_scene()
-    fixed, mgrid, disp, affine, result = _chain_case()
-    gridNode, affineNode, created = make_transform_chain(scene, result)
-    assert affineNode.GetParentTransformNode() is gridNode
-    assert gridNode.GetParentTransformNode() is None
-    assert set(created) == {gridNode, affineNode}
-
-    expected = full_displacement(disp, mgrid, fixed, affine)  # (*fixed, 3) LPS mm
-    from_world = vtk.vtkGeneralTransform()
-    affineNode.GetTransformFromWorld(from_world)
-    idx = np.stack(
-        np.meshgrid(*[np.arange(2, n - 2, 3) for n in SHAPE], indexing="ij"), -1
-    ).reshape(-1, 3)
-    pts_lps = idx @ fixed.linear.T + fixed.index_to_lps[:3, 3]
-    for t, p in zip(idx, pts_lps):
-        x_ras = LPS_RAS_4[:3, :3] @ p
-        got = np.array(from_world.TransformPoint(*x_ras))
-        want = LPS_RAS_4[:3, :3] @ (p + expected[tuple(t)])
-        np.testing.assert_allclose(got, want, atol=2e-3)
-
-    # the other order (affine on top) is a different mapping: the check above is meaningful
-    wrong = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "wrong order")
-    model_field_to_grid_transform(disp, mgrid, wrong)
-    wrongAffine = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    affine_to_linear_transform(affine, wrongAffine)
-    wrong.SetAndObserveTransformNodeID(wrongAffine.GetID())
-    wrong_world = vtk.vtkGeneralTransform()
-    wrong.GetTransformFromWorld(wrong_world)
-    errs = []
-    for t, p in zip(idx, pts_lps):
-        got = np.array(wrong_world.TransformPoint(*(LPS_RAS_4[:3, :3] @ p)))
-        errs.append(np.abs(got - LPS_RAS_4[:3, :3] @ (p + expected[tuple(t)])).max())
-    assert max(errs) > 0.2
+    fixed, displacement = _affine_case()
+    node = scene.AddNewNodeByClass("vtkMRMLTransformNode", "DeepSim transform")
+    displacementToGridTransform(displacement, fixed, node)
+    assert node.GetParentTransformNode() is None and not node.IsLinear()
+    idx = np.stack(np.meshgrid(*[np.arange(1, n - 1, 3) for n in SHAPE], indexing="ij"), -1)
+    idx = idx.reshape(-1, 3)
+    pts = idx @ fixed.linear.T + fixed.index_to_lps[:3, 3]
+    got = world_mapping(node, pts @ LPS_RAS_4[:3, :3].T)
+    want = (pts + displacement[tuple(idx.T)]) @ LPS_RAS_4[:3, :3].T
+    np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_chain_resampling_matches_library_warp():
-    """The volume resampled through the chain equals deepsim's ``warp_image`` with the
-    library's complete displacement (SimpleITK), inside the moving field of view."""
+def test_resampling_through_the_node_matches_library_warp():
+    """The volume resampled through the node equals deepsim's ``warp_image`` with the library's
+    complete displacement (SimpleITK), inside the moving field of view."""
     scene = new_scene()
-    fixed, mgrid, disp, affine, result = _chain_case()
+    fixed, displacement = _affine_case()
     moving_m = oblique_ijk_to_ras(
         spacing=(1.1, 1.0, 1.4), origin=(10.0, -28.0, 5.0), angles=(0.1, 0.2, -0.1)
     )
     moving_shape = (24, 28, 30)
     moving = Image(phantom(moving_shape, moving_m), Grid.from_ijk_to_ras(moving_shape, moving_m))
-    _, affineNode, _ = make_transform_chain(scene, result)
+    node = scene.AddNewNodeByClass("vtkMRMLTransformNode")
+    displacementToGridTransform(displacement, fixed, node)
     before = scene_ids(scene)
-    got = resample_through_chain(scene, moving, affineNode, fixed)
+    got = resampleThroughTransform(scene, moving, node, fixed)
     assert scene_ids(scene) == before  # temporary nodes removed
-    displacement = full_displacement(disp, mgrid, fixed, affine)
     want = warp_image(moving, fixed, displacement, "linear").array
-    # voxels whose mapped point is well inside the moving image
     pts = fixed.world_points() + displacement
     idx = pts @ moving.grid.lps_to_index[:3, :3].T + moving.grid.lps_to_index[:3, 3]
     mask = np.all((idx >= 1) & (idx <= np.array(moving_shape) - 2), axis=-1)
@@ -185,37 +169,92 @@ def test_chain_resampling_matches_library_warp():
     assert np.abs(got - want)[mask].max() < 1e-3 * rng
 
 
+def _between_voxels(grid: Grid, n: int = 200) -> np.ndarray:
+    """RAS points between the voxel centres, where the interpolation mode matters."""
+    idx = np.random.default_rng(0).uniform(1, np.array(grid.shape) - 2, (n, 3))
+    return (idx @ grid.linear.T + grid.index_to_lps[:3, 3]) @ LPS_RAS_4[:3, :3].T
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".nii.gz"])
+def test_saved_transform_reloads_to_the_same_mapping(tmp_path, suffix):
+    """Slicer's reader restores a grid transform with its own interpolation (cubic); the node
+    must already use it, or the reloaded mapping moves between the voxel centres."""
+    scene = new_scene()
+    fixed, displacement = _affine_case()
+    node = scene.AddNewNodeByClass("vtkMRMLTransformNode", "DeepSim transform")
+    displacementToGridTransform(displacement, fixed, node)
+    points = _between_voxels(fixed)
+    before = world_mapping(node, points)
+
+    path = tmp_path / f"transform{suffix}"
+    storage = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.WriteData(node)
+    again = scene.AddNewNodeByClass("vtkMRMLTransformNode")
+    reader = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    reader.SetFileName(str(path))
+    assert reader.ReadData(again)
+    np.testing.assert_allclose(world_mapping(again, points), before, atol=1e-4)
+
+
+def test_scene_round_trip_keeps_the_mapping_and_the_moving_volume_under_it(tmp_path):
+    scene = new_scene()
+    fixed, displacement = _affine_case()
+    node = scene.AddNewNodeByClass("vtkMRMLTransformNode", "DeepSim transform")
+    displacementToGridTransform(displacement, fixed, node)
+    moving = add_volume(scene, phantom(SHAPE, fixed.ijk_to_ras()), fixed.ijk_to_ras(), "moving")
+    moving.SetAndObserveTransformNodeID(node.GetID())
+    points = _between_voxels(fixed)
+    before = world_mapping(node, points)
+    for n, name in ((node, "transform.h5"), (moving, "moving.nrrd")):
+        n.AddDefaultStorageNode()
+        n.GetStorageNode().SetFileName(str(tmp_path / name))
+        assert n.GetStorageNode().WriteData(n)
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+
+    loaded = slicer.vtkMRMLScene()
+    loaded.SetURL(str(tmp_path / "scene.mrml"))
+    assert loaded.Connect()
+    moving2 = loaded.GetFirstNodeByName("moving")
+    assert moving2.GetParentTransformNode().GetName() == "DeepSim transform"
+    np.testing.assert_allclose(
+        world_mapping(moving2.GetParentTransformNode(), points), before, atol=1e-4
+    )
+
+
 def test_volume_to_image_world_space_and_inputs_untouched():
     scene = new_scene()
     m = oblique_ijk_to_ras()
     array = phantom(SHAPE, m)
     node = add_volume(scene, array, m, "input")
-    plain = volume_to_image(node)
+    plain = volumeToImage(node)
     np.testing.assert_allclose(plain.grid.ijk_to_ras(), m, atol=1e-12)
     np.testing.assert_array_equal(plain.array, array)
 
     linear = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     to_parent = np.eye(4)
     to_parent[:3, 3] = [5.0, -2.0, 7.0]
-    from DeepSimRegistrationLib.nodes import vtk_matrix
-
-    linear.SetMatrixTransformToParent(vtk_matrix(to_parent))
+    linear.SetMatrixTransformToParent(vtkMatrix(to_parent))
     node.SetAndObserveTransformNodeID(linear.GetID())
-    moved = volume_to_image(node)
+    moved = volumeToImage(node)
     np.testing.assert_allclose(moved.grid.ijk_to_ras(), to_parent @ m, atol=1e-9)
 
     # non-linear parent: a hardened temporary copy; the input keeps everything
     grid = scene.AddNewNodeByClass("vtkMRMLGridTransformNode")
-    model_field_to_grid_transform(
-        np.ones((3, *SHAPE), np.float32), Grid.from_ijk_to_ras(SHAPE, m), grid
+    displacementToGridTransform(
+        np.ones((*SHAPE, 3), np.float32), Grid.from_ijk_to_ras(SHAPE, m), grid
     )
     node.SetAndObserveTransformNodeID(grid.GetID())
     ids = scene_ids(scene)
     mtime = node.GetImageData().GetMTime()
-    warped = volume_to_image(node)
+    warped = volumeToImage(node)
     assert scene_ids(scene) == ids
     assert node.GetParentTransformNode() is grid
     assert node.GetImageData().GetMTime() == mtime
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), array)
-    np.testing.assert_allclose(ijk_to_ras(node), m)
+    np.testing.assert_allclose(ijkToRas(node), m)
     assert warped.array.std() > 1.0
+
+    # a direct parent that is excluded (the previous result this run replaces) is skipped
+    np.testing.assert_allclose(volumeToImage(node, excludeTransform=grid).array, array)
