@@ -98,6 +98,7 @@ def _estimate_bytes(model: LoadedModel, grid: Grid, fixed: Grid, io_steps: int) 
         int(np.prod(grid.shape)) * per_voxel
         + int(np.prod(fixed.shape)) * 8 * 24
         + int(display_slice) * 4 * 16  # ~16 float32 slice arrays: views, grid lines, canvas
+        + 2**28  # working memory of torch, SimpleITK and matplotlib beyond the arrays
     )
 
 
