@@ -19,6 +19,7 @@ import torch
 
 from .api import CancelFn, Cancelled, ProgressFn, RegistrationOptions, Summary
 from .geometry import Grid, Image, model_grid, overlap_fraction, resample, sample_on_grid
+from .inputs import check_labels, check_model_spacing, check_pipeline_size
 from .jacobian import jacobian_det
 from .metrics import dice_per_label, folding_percent, mean_foreground_dice, std_log_jacobian
 from .modelio import LoadedModel
@@ -84,13 +85,21 @@ def _available_bytes(device: torch.device) -> int | None:
 
 
 def _estimate_bytes(model: LoadedModel, grid: Grid, fixed: Grid, io_steps: int) -> int:
-    """Rough peak memory: network activations on the model grid plus the fixed-grid outputs."""
+    """Rough peak memory of the whole run: network activations on the model grid, the fixed-grid
+    outputs and their writing, and the overview figure (one display slice at the finest spacing)."""
     net = model.registration
     width = net.backbone.out_channels
     per_voxel = 4 * (4 * width + 16)
     if io_steps:
         per_voxel *= 6  # activations kept for the backward pass
-    return int(np.prod(grid.shape)) * per_voxel + int(np.prod(fixed.shape)) * 8 * 24
+    extent = np.asarray(fixed.shape) * fixed.spacing
+    display_slice = np.prod(np.sort(extent)[-2:]) / float(fixed.spacing.min()) ** 2
+    return (
+        int(np.prod(grid.shape)) * per_voxel
+        + int(np.prod(fixed.shape)) * 8 * 24
+        + int(display_slice) * 4 * 16  # ~16 float32 slice arrays: views, grid lines, canvas
+        + 2**28  # working memory of torch, SimpleITK and matplotlib beyond the arrays
+    )
 
 
 class _Stages:
@@ -149,14 +158,15 @@ def register(
     check_finite_nonconstant(fixed.array, "fixed image")
     check_finite_nonconstant(moving.array, "moving image")
     for lab, img, what in ((fixed_labels, fixed, "fixed"), (moving_labels, moving, "moving")):
-        if lab is not None and lab.array.shape != img.array.shape:
-            raise ValueError(
-                f"{what} labels shape {lab.array.shape} != {what} image shape {img.array.shape}"
-            )
+        if lab is not None:
+            check_labels(lab, img, f"{what} labels")
     device = select_device(opts.device)
     pre = model.preprocessing
+    if opts.model_spacing is not None:
+        check_model_spacing(opts.model_spacing, "the model spacing (--model-spacing)")
     spacing = opts.model_spacing if opts.model_spacing is not None else pre.spacing
     grid = model_grid(fixed.grid, spacing, pre.multiple, pre.orientation, pre.max_voxels)
+    check_pipeline_size(fixed, moving, grid, opts.affine)
     needed, available = (
         _estimate_bytes(model, grid, fixed.grid, opts.io_steps),
         _available_bytes(device),
