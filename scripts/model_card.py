@@ -39,6 +39,27 @@ def _extractor_line(cfg: dict, configs: Path, steps) -> str:
     )
 
 
+def _more_sections(more: dict, args) -> list[str]:
+    """One section per further held-out set: mean, pairs below identity, per-pair table."""
+    lines = []
+    for name, rep in more.items():
+        below = sum(r["dice_after"] < r["dice_identity"] for r in rep["per_pair"])
+        m = rep["mean"]
+        lines += [
+            f"## Held-out evaluation: {name}",
+            f"`deepsim evaluate configs/{name} --model {args.name} --pairs {args.pairs}`: mean "
+            f"Dice {m['dice_identity']:.3f} (identity) -> {m['dice_after']:.3f}, endpoint error "
+            f"{m.get('endpoint_error_mm', float('nan')):.2f} mm; pairs below identity: {below} of "
+            f"{rep['pairs']}.",
+            "",
+            _table(
+                rep["per_pair"],
+                [k for k in rep["per_pair"][0] if rep["per_pair"][0][k] is not None],
+            ),
+        ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
@@ -57,6 +78,12 @@ def main() -> None:
     if io_steps:  # what the network alone contributes, beside the default with refinement
         alone = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu", io_steps=0)
         report["network_only"] = alone["mean"]
+    more = {  # further held-out sets named in the card (e.g. microscopy for general-2d)
+        name: evaluate_model(REPO / "configs" / name, str(path), pairs=args.pairs, device="cpu")
+        for name in card.get("more_heldout_configs", [])
+    }
+    if more:
+        report["more"] = more
     (models_dir() / f"{args.name}.heldout.json").write_text(json.dumps(report, indent=2) + "\n")
     m = report["mean"]
     rows = [{"setting": f"network + {io_steps} instance-optimisation steps (default)", **m}]
@@ -123,6 +150,7 @@ def main() -> None:
             report["per_pair"],
             [k for k in report["per_pair"][0] if report["per_pair"][0][k] is not None],
         ),
+        *_more_sections(more, args),
         "## Intended use and limits",
         card.get("use", ""),
         "",

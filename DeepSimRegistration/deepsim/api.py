@@ -310,10 +310,13 @@ def catalogue_entry(config: dict) -> dict:
     }
 
 
-def catalogue(folder: str | Path | None = None) -> dict[str, ModelEntry]:
+def catalogue(
+    folder: str | Path | None = None, skipped: list[str] | None = None
+) -> dict[str, ModelEntry]:
     """Name -> :class:`ModelEntry` of the registration models in ``folder`` (default
     :func:`models_dir`), read from the ``NAME.json`` beside each ``NAME.pt``. A model whose catalogue file is missing,
-    unreadable or malformed is skipped, so one bad file breaks no other model."""
+    unreadable or malformed is skipped, so one bad file breaks no other model; ``skipped``, when
+    given, collects a line naming each."""
     folder = Path(folder) if folder is not None else models_dir()
     out = {}
     for model in sorted(folder.glob("*.pt")):
@@ -330,7 +333,10 @@ def catalogue(folder: str | Path | None = None) -> dict[str, ModelEntry]:
                 int(d.get("default_io_steps", 0)),
                 float(d.get("default_io_lr", 0.05)),
             )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            if skipped is not None:
+                reason = "missing" if isinstance(err, FileNotFoundError) else "malformed"
+                skipped.append(f"{model.name}: its catalogue file {meta.name} is {reason}")
             continue
         if entry.kind == "registration" and entry.spatial_dims in (2, 3):
             out[model.stem] = entry

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
-import tempfile
+import threading
 from pathlib import Path
 
 __all__ = ["main", "build_parser", "PROGRESS_PREFIX"]
@@ -28,8 +29,8 @@ Register MOVING to FIXED with a DeepSim registration network and write into DIR:
   overview.png                  fixed / moving / warped / grid / heatmaps (needs matplotlib)
 
 IMAGES: any 2D or 3D scalar format SimpleITK reads (NIfTI, NRRD, MHA, ...), any size, spacing
-and orientation; both are handled in physical space. Outputs are written only when the whole
-registration succeeded.
+and orientation; both are handled in physical space. DIR must be new, empty or hold only an
+earlier run's outputs; it is replaced whole when the registration succeeded, else left as it was.
 
 TRANSFORM: displacement.nii.gz uses the resampling convention in LPS physical space: for a fixed
 point x (mm), x + d(x) is the corresponding moving point. It is the complete mapping (affine
@@ -184,73 +185,65 @@ def _progress_line(fraction: float, message: str) -> None:
     print(f"{PROGRESS_PREFIX} {fraction:.4f} {message}", flush=True)
 
 
-def _check_output_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OSError(f"cannot create output folder {out}: {err.strerror}") from err
-    if not out.is_dir():
-        raise NotADirectoryError(f"output path {out} exists and is not a folder")
-    try:
-        with tempfile.NamedTemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise PermissionError(f"output folder {out} is not writable: {err.strerror}") from err
-
-
 def cmd_register(args) -> int:
     from .api import RegistrationOptions, resolve_model
     from .geometry import read_image
+    from .inputs import check_model_spacing
     from .modelio import load_model
-    from .outputs import write_outputs
+    from .outputs import OutputFolder, write_outputs
     from .progress import ProgressBar
     from .register import register
 
     if args.io_steps is not None and args.io_steps < 0:
         raise ValueError(f"--io-steps must be >= 0, got {args.io_steps}")
+    if args.model_spacing is not None:
+        check_model_spacing(args.model_spacing, "--model-spacing")
     if (args.fixed_labels is None) != (args.moving_labels is None):
         raise ValueError("give both --fixed-labels and --moving-labels, or neither")
-    _check_output_dir(args.out)
-    fixed = read_image(args.fixed, "fixed image")
-    moving = read_image(args.moving, "moving image")
-    if fixed.grid.spatial_dims != moving.grid.spatial_dims:
-        raise ValueError(
-            f"fixed image is {fixed.grid.spatial_dims}D but moving image is {moving.grid.spatial_dims}D"
+    with OutputFolder(args.out) as folder:  # checked and locked before any work
+        fixed = read_image(args.fixed, "fixed image")
+        moving = read_image(args.moving, "moving image")
+        if fixed.grid.spatial_dims != moving.grid.spatial_dims:
+            raise ValueError(
+                f"fixed image is {fixed.grid.spatial_dims}D but moving image is "
+                f"{moving.grid.spatial_dims}D"
+            )
+        labels = {}
+        if args.fixed_labels is not None:
+            labels["fixed_labels"] = read_image(args.fixed_labels, "fixed labels")
+            labels["moving_labels"] = read_image(args.moving_labels, "moving labels")
+        for what in ("fixed_mask", "moving_mask"):
+            if getattr(args, what) is not None:
+                labels[what] = read_image(getattr(args, what), what.replace("_", " "))
+        path = resolve_model(args.model, fixed.grid.spatial_dims)
+        model = load_model(path, spatial_dims=fixed.grid.spatial_dims)
+        opts = RegistrationOptions(
+            device=args.device,
+            affine=not args.no_affine,
+            rigid=args.rigid,
+            preset=args.preset,
+            similarity=args.similarity,
+            io_steps=args.io_steps,
+            model_spacing=args.model_spacing,
         )
-    labels = {}
-    if args.fixed_labels is not None:
-        labels["fixed_labels"] = read_image(args.fixed_labels, "fixed labels")
-        labels["moving_labels"] = read_image(args.moving_labels, "moving labels")
-    for what in ("fixed_mask", "moving_mask"):
-        if getattr(args, what) is not None:
-            labels[what] = read_image(getattr(args, what), what.replace("_", " "))
-    path = resolve_model(args.model, fixed.grid.spatial_dims)
-    model = load_model(path, spatial_dims=fixed.grid.spatial_dims)
-    opts = RegistrationOptions(
-        device=args.device,
-        affine=not args.no_affine,
-        rigid=args.rigid,
-        preset=args.preset,
-        similarity=args.similarity,
-        io_steps=args.io_steps,
-        model_spacing=args.model_spacing,
-    )
-    bar = None if args.progress_lines else ProgressBar(100)
-    try:
-        result = register(
-            fixed,
-            moving,
-            model,
-            opts,
-            progress=_progress_line
-            if bar is None
-            else lambda fraction, message: bar.show(round(100 * fraction), message),
-            **labels,
+        bar = None if args.progress_lines else ProgressBar(100)
+        try:
+            result = register(
+                fixed,
+                moving,
+                model,
+                opts,
+                progress=_progress_line
+                if bar is None
+                else lambda fraction, message: bar.show(round(100 * fraction), message),
+                **labels,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        written = write_outputs(
+            result, folder, moving=moving, fixed=fixed, figure=not args.no_figure
         )
-    finally:
-        if bar is not None:
-            bar.close()
-    written = write_outputs(result, args.out, moving=moving, fixed=fixed, figure=not args.no_figure)
     s = result.summary
     line = (
         f"registered in {s.runtime_s:.2f} s on {s.device} with {s.model}: "
@@ -271,25 +264,25 @@ def cmd_warp(args) -> int:
     import numpy as np
 
     from .geometry import read_image, read_vector_image, write_image
+    from .inputs import check_displacement
+    from .outputs import write_file_atomic
     from .register import warp_image
 
+    if args.out.is_dir():
+        raise IsADirectoryError(f"--out {args.out} is a folder; give an output image file name")
     if not args.out.parent.is_dir():
         raise FileNotFoundError(f"output folder {args.out.parent} does not exist")
-    field = read_vector_image(args.transform, "transform")
-    dims = field.grid.spatial_dims
-    if field.array.ndim != dims + 1 or field.array.shape[-1] != dims:
-        raise ValueError(
-            f"{args.transform} is not a displacement field of {field.grid.spatial_dims}D vectors"
-        )
+    field = read_vector_image(args.transform, f"transform {args.transform}")
     image = read_image(args.image)
     if image.grid.spatial_dims != field.grid.spatial_dims:
         raise ValueError(
             f"image is {image.grid.spatial_dims}D but the transform is {field.grid.spatial_dims}D"
         )
+    check_displacement(field, image.grid, f"transform {args.transform}")
     out = warp_image(
         image, field.grid, field.array.astype(np.float64), "nearest" if args.nearest else "linear"
     )
-    write_image(out, args.out)
+    write_file_atomic(lambda tmp: write_image(out, tmp), args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -297,7 +290,10 @@ def cmd_warp(args) -> int:
 def cmd_models(args) -> int:
     from .api import catalogue, models_dir
 
-    models = catalogue()
+    skipped = []
+    models = catalogue(skipped=skipped)
+    for reason in skipped:
+        print(f"deepsim models: skipped: {reason}", file=sys.stderr)
     if not models:
         print(f"no shipped models in {models_dir()}")
         return 1
@@ -323,15 +319,32 @@ def cmd_train(args) -> int:
     _training()
     from .training.train import train_from_config
 
-    train_from_config(
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps {args.steps}: nothing would be trained; give at least 1 step")
+    outcome = train_from_config(
         args.config, out=args.out, steps=args.steps, device=args.device, resume=not args.no_resume
     )
+    if outcome.step == outcome.start_step:
+        print(
+            f"nothing was trained: the checkpoint is already at step {outcome.step}, the configured "
+            "number of steps; raise --steps to train further"
+        )
+    else:
+        print(f"trained steps {outcome.start_step + 1}..{outcome.step}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     _training()
+    from .config_checks import SPLITS
     from .training.evaluate import evaluate_model
+
+    if args.split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}; got {args.split!r}")
+    if args.pairs < 1:
+        raise ValueError(f"--pairs must be at least 1, got {args.pairs}")
+    if args.io_steps is not None and args.io_steps < 0:
+        raise ValueError(f"--io-steps must be >= 0, got {args.io_steps}")
 
     report = evaluate_model(
         args.data,
@@ -345,8 +358,15 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _terminated(signum, frame):
+    """SIGTERM unwinds like Ctrl-C: temporary files are removed, nothing is half-written."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

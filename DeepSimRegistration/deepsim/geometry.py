@@ -190,22 +190,12 @@ def to_sitk(image: Image, vector: bool = False):
 
 def read_image(path: str | Path, what: str = "image") -> Image:
     """Read a 2D or 3D scalar image with SimpleITK, with errors that name the file."""
-    import SimpleITK as sitk
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} file not found: {path}")
     if not path.is_file():
         raise ValueError(f"{what} path is not a file: {path}")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
-        raise ValueError(f"cannot read {what} {path}: {first}") from err
-    if image.GetDimension() not in (2, 3):
-        raise ValueError(
-            f"{what} {path} is {image.GetDimension()}D; only 2D and 3D images are supported"
-        )
+    image = _read_checked(path, what)
     try:
         return from_sitk(image)
     except ValueError as err:
@@ -219,11 +209,27 @@ def read_vector_image(path: str | Path, what: str = "image") -> Image:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
+    image = _read_checked(path, what)
+    return Image(sitk.GetArrayFromImage(image), Grid.from_sitk(image))
+
+
+def _read_checked(path: Path, what: str):
+    """``sitk.ReadImage`` of a 2D or 3D file that is complete and placed usably in space."""
+    import SimpleITK as sitk
+
+    from .inputs import check_file_complete, check_sitk_geometry, itk_reason
+
+    check_file_complete(path, what)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise ValueError(f"cannot read {what} {path}: {str(err).strip().splitlines()[-1]}") from err
-    return Image(sitk.GetArrayFromImage(image), Grid.from_sitk(image))
+        raise ValueError(f"cannot read {what} {path}: {itk_reason(err)}") from None
+    if image.GetDimension() not in (2, 3):
+        raise ValueError(
+            f"{what} {path} is {image.GetDimension()}D; only 2D and 3D images are supported"
+        )
+    check_sitk_geometry(image, f"{what} {path}")
+    return image
 
 
 def write_image(image: Image, path: str | Path, vector: bool = False) -> None:
@@ -314,7 +320,8 @@ def model_grid(
     size = (np.ceil(size / multiple) * multiple).astype(int)
     if max_voxels is not None and int(np.prod(size)) > max_voxels:
         raise MemoryError(
-            f"the model grid would have {int(np.prod(size))} voxels ({tuple(size)}), more than the "
+            f"the model grid would have {int(np.prod(size))} voxels "
+            f"({' x '.join(str(int(n)) for n in size[::-1])}), more than the "
             f"limit of {max_voxels}; use a coarser model grid spacing"
         )
     lin = direction * spacing

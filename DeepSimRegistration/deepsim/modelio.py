@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 
 from .api import LossSpec, ModelFileError, ModelInfo, Preprocessing
+from .config_checks import ConfigError, check_model_payload, load_torch_file
 from .networks import NetworkConfig, build_network
 
 __all__ = [
@@ -89,27 +88,12 @@ def save_model(path: str | Path, networks: dict[str, nn.Module], config: dict) -
 
 def read_model_file(path: str | Path) -> tuple[dict, dict]:
     """``(config, state_dicts)`` of a model file, checked, without building networks."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise ModelFileError(
-            f"cannot load model file {path}: it is corrupt or not a deepsim model ({type(err).__name__})"
-        ) from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a deepsim model file (no 'format': '{FORMAT}' entry)")
-    if payload.get("version", 0) > VERSION:
-        raise ModelFileError(
-            f"{path} has model format version {payload['version']}; this deepsim reads {VERSION}"
+        return check_model_payload(
+            load_torch_file(path, "model file", "deepsim model"), path, FORMAT, VERSION
         )
-    try:
-        config = json.loads(payload["config"])
-        states = payload["networks"]
-    except (KeyError, TypeError, json.JSONDecodeError) as err:
-        raise ModelFileError(f"{path}: malformed model file ({err})") from err
-    return config, states
+    except ConfigError as err:
+        raise ModelFileError(str(err)) from None
 
 
 def load_model(path: str | Path, device="cpu", spatial_dims: int | None = None) -> LoadedModel:
@@ -131,7 +115,7 @@ def load_model(path: str | Path, device="cpu", spatial_dims: int | None = None) 
             cfg = NetworkConfig.from_dict(config["networks"][name])
             net = build_network(cfg)
             net.load_state_dict(state, strict=True)
-        except (KeyError, ValueError, RuntimeError) as err:
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
             raise ModelFileError(
                 f"{path}: network {name!r} does not match its config ({err})"
             ) from err
@@ -142,6 +126,6 @@ def load_model(path: str | Path, device="cpu", spatial_dims: int | None = None) 
             LossSpec.from_dict(config.get("loss")),
             ModelInfo.from_dict(config.get("info")),
         )
-    except ValueError as err:
-        raise ModelFileError(f"{path}: malformed settings ({err})") from err
+    except (ValueError, TypeError) as err:
+        raise ModelFileError(f"{path}: malformed settings ({err})") from None
     return LoadedModel(config.get("name", path.stem), path, dims, networks, *settings, config)

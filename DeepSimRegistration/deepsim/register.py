@@ -20,6 +20,7 @@ import torch
 from .api import CancelFn, Cancelled, Preprocessing, ProgressFn, RegistrationOptions, Summary
 from .engine import foreground_mask, optimise
 from .geometry import Grid, Image, model_grid, overlap_fraction, resample, sample_on_grid
+from .inputs import check_labels, check_model_spacing, check_pipeline_size
 from .jacobian import jacobian_det
 from .metrics import dice_per_label, folding_percent, mean_foreground_dice, std_log_jacobian
 from .modelio import LoadedModel
@@ -86,12 +87,20 @@ def _available_bytes(device: torch.device) -> int | None:
 
 
 def _estimate_bytes(model: LoadedModel | None, grid: Grid, fixed: Grid, io: bool) -> int:
-    """Rough peak memory: network activations on the model grid plus the fixed-grid outputs."""
+    """Rough peak memory of the whole run: network activations on the model grid, the fixed-grid
+    outputs and their writing, and the overview figure (one display slice at the finest spacing)."""
     width = model.registration.backbone.out_channels if model is not None else 8
     per_voxel = 4 * (4 * width + 16)
     if io:
         per_voxel *= 6  # activations kept for the backward pass
-    return int(np.prod(grid.shape)) * per_voxel + int(np.prod(fixed.shape)) * 8 * 24
+    extent = np.asarray(fixed.shape) * fixed.spacing
+    display_slice = np.prod(np.sort(extent)[-2:]) / float(fixed.spacing.min()) ** 2
+    return (
+        int(np.prod(grid.shape)) * per_voxel
+        + int(np.prod(fixed.shape)) * 8 * 24
+        + int(display_slice) * 4 * 16  # ~16 float32 slice arrays: views, grid lines, canvas
+        + 2**28  # working memory of torch, SimpleITK and matplotlib beyond the arrays
+    )
 
 
 class _Stages:
@@ -168,20 +177,18 @@ def register(
         (fixed_mask, fixed, "fixed mask"),
         (moving_mask, moving, "moving mask"),
     ):
-        if lab is not None and lab.array.shape != img.array.shape:
-            raise ValueError(
-                f"{what} shape {lab.array.shape} != {what.split()[0]} image shape {img.array.shape}"
-            )
-    for mask, what in ((fixed_mask, "fixed mask"), (moving_mask, "moving mask")):
-        if mask is not None and not np.any(mask.array):
-            raise ValueError(f"{what} is empty (no non-zero voxel)")
+        if lab is not None:
+            check_labels(lab, img, what)
     device = select_device(opts.device)
     if model is not None:
         pre = model.preprocessing
     else:
         pre = Preprocessing(spacing=float(min(fixed.grid.spacing)), multiple=1)
+    if opts.model_spacing is not None:
+        check_model_spacing(opts.model_spacing, "the model spacing (--model-spacing)")
     spacing = opts.model_spacing if opts.model_spacing is not None else pre.spacing
     grid = model_grid(fixed.grid, spacing, pre.multiple, pre.orientation, pre.max_voxels)
+    check_pipeline_size(fixed, moving, grid, opts.affine)
     needed, available = (
         _estimate_bytes(model, grid, fixed.grid, opts.io_steps != 0),
         _available_bytes(device),

@@ -12,9 +12,11 @@ from deepsim.training.synth import (
     SyntheticPairs,
     augment_intensity,
     gaussian_blur,
+    microscopy_pair,
     random_appearance,
     random_deformation,
     random_label_map,
+    random_nuclei,
     smooth_noise,
     synth_pair,
 )
@@ -230,3 +232,50 @@ def test_synthetic_pairs_deterministic(dims: int) -> None:
     assert any(n <= 4 for n in counts) and any(n > 4 for n in counts)
     with pytest.raises(ValueError, match="SyntheticPairs"):
         SyntheticPairs(shape, seeds=[torch.zeros(5, 5, dtype=torch.long)])
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_microscopy_pairs_follow_disp_with_bright_nuclei(dims: int) -> None:
+    """Microscopy pairs: nuclei masks follow the ground truth exactly, nuclei are brighter than
+    the background, and the fixed frame is the moved specimen (closer after warping)."""
+    shape = SHAPES[dims]
+    pairs = SyntheticPairs(shape, SynthConfig(microscopy_prob=1.0, max_disp=3.0), seed=5)
+    for i in range(2):
+        p = pairs.pair(i)
+        assert set(torch.unique(p["moving_labels"]).tolist()) == {0, 1}
+        assert torch.equal(warp_labels(p["moving_labels"], p["disp"]), p["fixed_labels"])
+        for image, labels in ((p["moving"], p["moving_labels"]), (p["fixed"], p["fixed_labels"])):
+            assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+            assert float(image[labels == 1].mean()) > float(image[labels == 0].mean()) + 0.1
+        assert mse(warp(p["moving"], p["disp"]), p["fixed"]) < mse(p["moving"], p["fixed"])
+
+
+def test_microscopy_content_is_an_option_that_changes_nothing_when_off() -> None:
+    shape = SHAPES[2]
+    off = SyntheticPairs(shape, SynthConfig(), seed=3).pair(0)
+    explicit = SyntheticPairs(shape, SynthConfig(microscopy_prob=0.0), seed=3).pair(0)
+    assert all(torch.equal(off[k], explicit[k]) for k in off)
+    assert len(torch.unique(off["moving_labels"])) > 2  # random label maps, not nuclei
+    with pytest.raises(ValueError, match="microscopy_prob"):
+        SynthConfig(microscopy_prob=1.5)
+    with pytest.raises(ValueError, match="illumination_strength"):
+        SynthConfig(illumination_strength=1.0)
+
+
+def test_nuclei_density_and_shot_noise() -> None:
+    """More and larger nuclei cover more of the field; fewer photons give noisier frames."""
+    shape = (96, 96)
+    sparse = random_nuclei(shape, gen(0), (5, 5), (2.0, 3.0))
+    dense = random_nuclei(shape, gen(0), (80, 80), (5.0, 8.0))
+    assert float((sparse > 0).float().mean()) < 0.1 < float((dense > 0).float().mean())
+    assert int(dense.max()) > 20  # one id per visible nucleus
+
+    def frame_noise(photons: float) -> float:
+        cfg = SynthConfig(photon_range=(photons, photons), illumination_strength=0.0)
+        cfg.bias_strength = 0.0
+        cfg.noise_range = (0.0, 0.0)
+        still = torch.zeros(1, 2, *shape)
+        p = microscopy_pair(shape, gen(1), cfg, still)
+        return mse(p["moving"], p["fixed"])
+
+    assert frame_noise(10.0) > 3 * frame_noise(2000.0)

@@ -199,6 +199,10 @@ def test_data_kinds_are_an_open_registry():
     source = make_source({"kind": "constant-test"}, "val")
     assert source.split == "val" and source.grid.spacing.tolist() == [2.0, 3.0]
     synthetic = make_source({"kind": "synthetic", "shape": [16, 16]}, "train")
-    assert synthetic.grid.shape == (16, 16)
+    assert synthetic.grid.shape == (16, 16) and synthetic.grid.spacing.tolist() == [1.0, 1.0]
+    coarse = make_source({"kind": "synthetic", "shape": [16, 16], "spacing": [3.0, 2.0]})
+    assert coarse.grid.spacing.tolist() == [3.0, 2.0]
+    with pytest.raises(ValueError, match="data.spacing"):
+        make_source({"kind": "synthetic", "shape": [16, 16], "spacing": [3.0]})
     with pytest.raises(ValueError, match="constant-test.*synthetic|data.kind must be one of"):
         make_source({"kind": "nope"})

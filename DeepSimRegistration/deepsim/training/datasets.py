@@ -8,7 +8,7 @@ physical grid of its arrays (evaluation registers them there).
 Kinds (the ``data`` entry of a training config) are an open registry: :func:`register_source`
 adds one (the benchmarks add theirs), :func:`make_source` builds the one a config names. Built in:
 
-* ``{"kind": "synthetic", "shape": [...], "synth": {...}}``: on-the-fly synthetic pairs
+* ``{"kind": "synthetic", "shape": [...], "synth": {...}, "spacing": [...]}``: on-the-fly synthetic pairs
   (:mod:`deepsim.training.synth`), optionally seeded with real anatomies (``"anatomies": ["fsaverage"]``);
 * ``{"kind": "folder", "root": DIR, ...}``: NIfTI images in ``DIR/images`` and label maps of the
   same names in ``DIR/labels``, resampled onto one model grid;
@@ -120,8 +120,11 @@ class _Synthetic:
             from .anatomy import anatomy_grid
 
             self.grid = anatomy_grid(len(shape))
-        else:
-            self.grid = Grid(shape, np.eye(len(shape) + 1))
+        else:  # "spacing": voxel size in mm (default 1), so a model grid coarser than 1 mm fits
+            spacing = [float(v) for v in cfg.get("spacing", [1.0] * len(shape))]
+            if len(spacing) != len(shape) or min(spacing) <= 0:
+                raise ValueError(f"data.spacing must be {len(shape)} sizes > 0, got {spacing}")
+            self.grid = Grid(shape, np.diag([*spacing, 1.0]))
 
     def sample(self, generator, device="cpu") -> dict:
         return {k: v.to(device) for k, v in self.pairs.sample(generator).items()}

@@ -9,12 +9,12 @@ the endpoint error in mm over the fixed foreground where the data know the true 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from ..config_checks import check_data_config, read_json_config
 from ..geometry import Grid, Image
 from ..metrics import mean_foreground_dice
 from ..scoring import score_on_fixed_grid_mm
@@ -89,8 +89,9 @@ def evaluate_model(
     from ..modelio import load_model
     from .datasets import make_source
 
-    cfg = json.loads(Path(data_config).read_text())
+    cfg = read_json_config(data_config, "data config")
     data = cfg["data"] if "data" in cfg else cfg
+    check_data_config(data, f"data config {data_config}")
     source = make_source(data, split, int(cfg.get("seed", 0)))
     items = [source.pair(i) for i in range(pairs)]
     grid = source.grid

@@ -38,6 +38,8 @@ __all__ = [
     "SyntheticPairs",
     "augment_intensity",
     "gaussian_blur",
+    "microscopy_pair",
+    "random_nuclei",
     "random_appearance",
     "random_deformation",
     "random_label_map",
@@ -217,6 +219,45 @@ def random_label_map(
         )
     fields = smooth_noise(shape, n_labels, smoothness, generator)
     return fields.argmax(dim=1, keepdim=True)
+
+
+def random_nuclei(
+    shape: Sequence[int],
+    generator: torch.Generator,
+    count_range: tuple[float, float] = (5.0, 80.0),
+    radius_range: tuple[float, float] = (2.0, 8.0),
+    roughness: float = 0.3,
+) -> torch.Tensor:
+    """Random instance map of nuclei-like blobs (fluorescence microscopy shapes).
+
+    A count drawn from ``count_range`` of axis-aligned ellipsoids, centres uniform over the
+    field, radii log-uniform in ``radius_range`` with a per-axis aspect in ``[0.7, 1.3]``, their
+    outlines made irregular by smooth noise of strength ``roughness``. Later blobs lie over
+    earlier ones, so touching and overlapping nuclei occur as density rises.
+
+    Returns:
+        ``(1, 1, *shape)`` int64 map: 0 background, ``1..N`` one id per visible blob.
+    """
+    shape = _check_shape("random_nuclei", shape)
+    _check_range("random_nuclei()", "count_range", count_range, 1.0)
+    _check_range("random_nuclei()", "radius_range", radius_range, 0.5)
+    device = generator.device
+    n = int(round(float(_uniform(generator, *count_range))))
+    d = len(shape)
+    sizes = torch.tensor(shape, dtype=torch.float32, device=device)
+    centres = _uniform(generator, 0.0, 1.0, (n, d)) * (sizes - 1)
+    log_r = _uniform(generator, math.log(radius_range[0]), math.log(radius_range[1]), (n, 1))
+    radii = log_r.exp() * _uniform(generator, 0.7, 1.3, (n, d))
+    axes = torch.meshgrid(
+        *[torch.arange(s, dtype=torch.float32, device=device) for s in shape], indexing="ij"
+    )
+    coords = torch.stack(axes)  # (d, *shape)
+    view = (n, d) + (1,) * d
+    dist = (((coords[None] - centres.view(view)) / radii.view(view)) ** 2).sum(1)  # (n, *shape)
+    bumps = roughness * smooth_noise(shape, 1, float(sum(radius_range)) / 2.0, generator)[0]
+    inside = (dist + bumps) < 1.0
+    ids = torch.arange(1, n + 1, device=device).view(n, *([1] * d))
+    return (inside * ids).amax(0)[None, None].long()
 
 
 def random_deformation(
@@ -427,6 +468,12 @@ class SynthConfig:
             instead of random intensities when a seed image is given.
         seed_prob: in :class:`SyntheticPairs` with seeds, probability of using a seed instead
             of a random label map.
+        microscopy_prob: probability that a pair without a seed is fluorescence-microscopy-like
+            (:func:`microscopy_pair`) instead of a random label map.
+        nuclei_count_range, nuclei_radius_range: nuclei per image and their radii in voxels
+            (:func:`random_nuclei`).
+        photon_range: peak photon counts of the shot (Poisson) noise of microscopy pairs.
+        illumination_strength: peak relative change of the linear illumination gradient.
     """
 
     n_labels: int = 16
@@ -448,9 +495,16 @@ class SynthConfig:
     zero_background_prob: float = 0.5
     real_image_prob: float = 0.5
     seed_prob: float = 0.5
+    microscopy_prob: float = 0.0
+    nuclei_count_range: tuple[float, float] = (5.0, 80.0)
+    nuclei_radius_range: tuple[float, float] = (2.0, 8.0)
+    photon_range: tuple[float, float] = (20.0, 1000.0)
+    illumination_strength: float = 0.4
 
     def __post_init__(self) -> None:
-        for name in ("mean_range", "std_range", "blur_range", "noise_range", "contrast_range"):
+        ranges = ("mean_range", "std_range", "blur_range", "noise_range", "contrast_range")
+        ranges += ("nuclei_count_range", "nuclei_radius_range", "photon_range")
+        for name in ranges:
             value = tuple(float(v) for v in getattr(self, name))
             _check_range("SynthConfig", name, value, -math.inf if name == "mean_range" else 0.0)
             setattr(self, name, value)
@@ -462,7 +516,13 @@ class SynthConfig:
         for name in ("max_disp", "seed_max_disp", "bias_strength", "gamma_std"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SynthConfig: {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("min_disp_frac", "zero_background_prob", "real_image_prob", "seed_prob"):
+        if not 0.0 <= self.illumination_strength < 1.0:
+            raise ValueError(
+                f"SynthConfig: illumination_strength must be in [0, 1), got "
+                f"{self.illumination_strength}"
+            )
+        probs = ("min_disp_frac", "zero_background_prob", "real_image_prob", "seed_prob")
+        for name in probs + ("microscopy_prob",):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(
                     f"SynthConfig: {name} must be in [0, 1], got {getattr(self, name)}"
@@ -537,6 +597,12 @@ def synth_pair(
     disp = random_deformation(
         shape, amplitude, generator, cfg.disp_smoothness, cfg.integration_steps
     )
+    if (
+        seed_labels is None
+        and cfg.microscopy_prob > 0  # no extra draw otherwise: existing pairs stay the same
+        and float(_uniform(generator, 0.0, 1.0)) < cfg.microscopy_prob
+    ):
+        return microscopy_pair(shape, generator, cfg, disp)
     if seed_labels is None:
         base = random_label_map(shape, cfg.n_labels, generator, cfg.label_smoothness)
         moving_labels = base
@@ -610,6 +676,64 @@ def synth_pair(
         "fixed": fixed,
         "moving": moving,
         "fixed_labels": fixed_labels,
+        "moving_labels": moving_labels,
+        "disp": disp,
+    }
+
+
+def microscopy_pair(
+    shape: Sequence[int],
+    generator: torch.Generator,
+    config: SynthConfig,
+    disp: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """A fluorescence-microscopy-like pair: one specimen imaged twice under the motion ``disp``.
+
+    The specimen is a :func:`random_nuclei` instance map with a dim background and a random
+    brightness per nucleus, chromatin-like texture and an optical blur. The fixed frame sees it
+    moved by ``disp`` (``fixed = warp(specimen, disp)``); each frame then gets its own
+    illumination (a linear gradient times a smooth bias field) and its own shot (Poisson) and
+    read noise, and is rescaled to ``[0, 1]``. Labels are the nuclei masks (0 background,
+    1 nucleus), warped exactly as in :func:`synth_pair`.
+    """
+    shape = _check_shape("microscopy_pair", shape)
+    d = len(shape)
+    instances = random_nuclei(
+        shape, generator, config.nuclei_count_range, config.nuclei_radius_range
+    )
+    n = int(instances.max()) + 1
+    brightness = _uniform(generator, 0.3, 1.0, (n,))
+    brightness[0] = _uniform(generator, 0.0, 0.15)
+    specimen = brightness[instances]
+    texture = float(_uniform(generator, 0.0, 0.5))
+    grain = smooth_noise(shape, 1, float(_uniform(generator, 1.5, 4.0)), generator)
+    specimen = specimen * (1.0 + texture * grain).clamp_min(0.0)
+    specimen = gaussian_blur(specimen, float(_uniform(generator, 0.5, 1.5)))
+    moving_labels = (instances > 0).long()
+    frames = []
+    for clean in (specimen, warp(specimen, disp)):
+        direction = torch.randn(d, generator=generator, device=generator.device)
+        direction = direction / direction.norm().clamp_min(1e-8)
+        axes = torch.meshgrid(
+            *[torch.linspace(-1.0, 1.0, s, device=generator.device) for s in shape],
+            indexing="ij",
+        )
+        ramp = sum(w * a for w, a in zip(direction, axes))
+        light = 1.0 + config.illumination_strength * float(_uniform(generator, 0.0, 1.0)) * ramp
+        if config.bias_strength > 0:
+            bias = smooth_noise(shape, 1, config.bias_smoothness, generator)
+            light = light * torch.exp(config.bias_strength * bias)
+        photons = math.exp(float(_uniform(generator, *map(math.log, config.photon_range))))
+        signal = (clean * light).clamp_min(0.0) * photons
+        image = torch.poisson(signal, generator=generator) / photons
+        read = float(_uniform(generator, *config.noise_range))
+        image = image + read * torch.randn(image.shape, generator=generator, device=image.device)
+        frames.append(_minmax(image).float())
+    moving, fixed = frames
+    return {
+        "fixed": fixed,
+        "moving": moving,
+        "fixed_labels": _warp_labels(moving_labels, disp),
         "moving_labels": moving_labels,
         "disp": disp,
     }

@@ -25,6 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..api import LossSpec, Preprocessing
+from ..config_checks import (
+    ConfigError,
+    check_training_config,
+    load_torch_file,
+    read_json_config,
+)
 from ..metrics import mean_foreground_dice
 from ..modelio import LoadedModel, load_model, save_model
 from ..networks import NetworkConfig, build_network
@@ -58,27 +64,22 @@ DEFAULT_OPTIM = {
 
 
 def load_config(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"training config not found: {path}") from err
-    except json.JSONDecodeError as err:
-        raise ValueError(f"training config {path} is not valid JSON: {err}") from err
-    for key in ("task", "spatial_dims", "network", "data"):
-        if key not in cfg:
-            raise ValueError(f"training config {path} lacks the required entry {key!r}")
-    cfg.setdefault("name", path.stem)
+    """A training config, its entries' types and ranges checked (:mod:`deepsim.config_checks`)."""
+    cfg = read_json_config(path, "training config")
+    check_training_config(cfg, path)
+    cfg.setdefault("name", Path(path).stem)
     return cfg
 
 
 @dataclass
 class TrainOutcome:
-    """``best``: validation metrics of the selected model; ``network``: the final network."""
+    """``best``: validation metrics of the selected model; ``network``: the final network;
+    ``start_step``: the step it resumed from (``step - start_step`` steps were trained)."""
 
     best: dict
     network: nn.Module
     step: int
+    start_step: int = 0
 
 
 def _dist() -> tuple[int, int]:
@@ -234,18 +235,26 @@ def train(
     step, best, wall = 0, {"score": -float("inf")}, 0.0
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        _check_same_run(json.loads(ckpt["config"]), cfg, ckpt_path)
-        net.load_state_dict(ckpt["network"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        step, wall = int(ckpt["step"]), float(ckpt["wall_s"])
-        best = json.loads(ckpt["best"])
-        if rank == 0:  # rank 0's data stream continues; other ranks re-seed from the step
-            gen.set_state(ckpt["generator"])
-        else:
-            gen.manual_seed(seed * 1009 + rank + 1_000_003 * step)
+        ckpt = load_torch_file(ckpt_path, "checkpoint", "deepsim checkpoint")
+        try:
+            saved = json.loads(ckpt["config"])
+        except (KeyError, TypeError, ValueError):
+            raise _malformed(ckpt_path) from None
+        _check_same_run(saved, cfg, ckpt_path)
+        try:
+            net.load_state_dict(ckpt["network"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            step, wall = int(ckpt["step"]), float(ckpt["wall_s"])
+            best = json.loads(ckpt["best"])
+            if rank == 0:  # rank 0's data stream continues; other ranks re-seed from the step
+                gen.set_state(ckpt["generator"])
+            else:
+                gen.manual_seed(seed * 1009 + rank + 1_000_003 * step)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
+            raise _malformed(ckpt_path) from None
         log.info("resumed from step %d", step)
+    start_step = step
     model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     use_amp = bool(optim_cfg["amp"]) and dev.type == "cuda"
     steps = int(optim_cfg["steps"])
@@ -286,14 +295,22 @@ def train(
         bar.close()
     if world > 1:
         torch.distributed.barrier()
-    return TrainOutcome(best, net, step)
+    return TrainOutcome(best, net, step, start_step)
 
 
 RESUME_KEYS = ("task", "spatial_dims", "network", "data", "loss", "seed")
 """Config entries a resumed run must share with its checkpoint (the step budget may change)."""
 
 
+def _malformed(path: Path) -> ConfigError:
+    return ConfigError(
+        f"checkpoint {path} is malformed or from another network; delete it or use --no-resume"
+    )
+
+
 def _check_same_run(saved: dict, cfg: dict, path: Path) -> None:
+    if not isinstance(saved, dict):
+        raise _malformed(path)
     differ = [k for k in RESUME_KEYS if saved.get(k) != cfg.get(k)]
     if differ:
         raise ValueError(

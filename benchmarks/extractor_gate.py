@@ -1,0 +1,234 @@
+"""The gate every DeepSim feature extractor must pass before it ships.
+
+DeepSim is only useful if its features react to misalignment more than to the intensity changes
+two images of one anatomy show. For each shipped model with an extractor and for each feature
+level, on a held-out image x (no training saw it):
+
+* ``shift``: mean loss ``1 - mean cos(f(x), f(roll(x, ±2 voxels)))`` over the 2D directions;
+* ``intensity``: mean loss ``1 - mean cos(f(x), f(aug(x)))`` over random draws of the benchmark's
+  intensity model (bias, contrast, gamma, noise of
+  :data:`deepsim.training.benchdata.BENCH_CONFIG`, the changes test pairs get);
+* ``ratio`` = shift / intensity; the same ratio for NCC (``1 - local squared NCC``, window 9) is
+  the bar: a level passes when its ratio is at least NCC's.
+
+Images: 3D, the MNI ICBM 2009a template on the common 2 mm grid; 2D, its axial slice and a
+microscopy-like specimen (:func:`deepsim.training.synth.microscopy_pair`, held-out seed).
+DeepSim_seg extractors also report their segmentation Dice (GM/WM/CSF) on mni2009a, a template
+no training saw, and on their training subject fsaverage.
+
+Usage::
+
+    python benchmarks/extractor_gate.py [--models brain-3d general-2d] [--draws 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, environment, md_table, write_json  # noqa: E402
+
+SHIFT = 2
+
+
+def held_out_images(spatial_dims: int) -> dict[str, torch.Tensor]:
+    """Name -> ``(1, 1, *spatial)`` image in [0, 1] that no shipped model was trained on."""
+    from deepsim.training.anatomy import load_anatomy
+    from deepsim.training.benchdata import _volume_or_slice
+    from deepsim.training.synth import SynthConfig, microscopy_pair, random_deformation
+
+    image, _, _ = load_anatomy("mni2009a")
+    image = _volume_or_slice(image.astype(np.float32), spatial_dims, 0, None)
+    image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
+    out = {"mni2009a": torch.from_numpy(image)[None, None]}
+    if spatial_dims == 2:
+        g = torch.Generator().manual_seed(987_654)
+        shape = (128, 128)
+        pair = microscopy_pair(shape, g, SynthConfig(), random_deformation(shape, 0.0, g))
+        out["microscopy"] = pair["moving"]
+    return out
+
+
+def intensity_draws(image: torch.Tensor, n: int, seed: int) -> list[torch.Tensor]:
+    """``n`` copies of ``image`` under the benchmark's intensity model."""
+    from deepsim.training.benchdata import BENCH_CONFIG as c
+    from deepsim.training.synth import augment_intensity
+
+    g = torch.Generator().manual_seed(seed)
+    return [
+        augment_intensity(
+            image,
+            g,
+            c.bias_strength,
+            c.bias_smoothness,
+            c.gamma_std,
+            c.noise_range,
+            c.contrast_range,
+        )
+        for _ in range(n)
+    ]
+
+
+def shifts(image: torch.Tensor) -> list[torch.Tensor]:
+    """``image`` rolled by ±SHIFT voxels along each axis."""
+    axes = range(2, image.ndim)
+    return [torch.roll(image, s, dims=a) for a in axes for s in (SHIFT, -SHIFT)]
+
+
+def pad_to(image: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    pads = []
+    for n in reversed(image.shape[2:]):
+        pads += [0, (-n) % multiple]
+    return torch.nn.functional.pad(image, pads)
+
+
+@torch.no_grad()
+def level_losses(extractor, x: torch.Tensor, others: list[torch.Tensor]) -> np.ndarray:
+    """``(len(others), levels)`` DeepSim losses per level against ``x``."""
+    from deepsim.similarity import cosine_maps
+
+    ref = extractor.features(x)
+    rows = []
+    for y in others:
+        rows.append([1.0 - float(m.mean()) for m in cosine_maps(ref, extractor.features(y))])
+    return np.asarray(rows)
+
+
+def ncc_losses(x: torch.Tensor, others: list[torch.Tensor]) -> np.ndarray:
+    from deepsim.similarity import ncc_loss
+
+    return np.asarray([float(ncc_loss(x, y)) for y in others])
+
+
+@torch.no_grad()
+def segmentation_dice(model, name: str) -> float:
+    """Mean GM/WM/CSF Dice of a DeepSim_seg extractor on anatomy ``name`` (2 mm grid)."""
+    from deepsim.metrics import mean_foreground_dice
+    from deepsim.training.anatomy import load_anatomy, tissue_labels
+    from deepsim.training.benchdata import _volume_or_slice
+
+    image, labels, _ = load_anatomy(name)
+    labels = tissue_labels(name, "tissue", labels)
+    image = _volume_or_slice(image.astype(np.float32), model.spatial_dims, 0, None)
+    labels = _volume_or_slice(labels, model.spatial_dims, 0, None)
+    image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
+    x = pad_to(torch.from_numpy(image)[None, None])
+    pred = model.extractor(x).argmax(1)[0].numpy()
+    pred = pred[tuple(slice(0, n) for n in labels.shape)]
+    return mean_foreground_dice(labels, pred, labels=[1, 2, 3])
+
+
+def load(name: str):
+    """A shipped model by name, or any model file (an extractor's own file too) by path."""
+    from deepsim.api import catalogue
+    from deepsim.modelio import load_model
+
+    models = catalogue()
+    return load_model(models[name].path if name in models else Path(name))
+
+
+def gate_model(name: str, draws: int) -> list[dict]:
+    model = load(name)
+    extractor = model.extractor
+    if extractor is None:
+        return []
+    used = model.loss.levels
+    kind = model.config["networks"]["extractor"]["kind"]
+    rows = []
+    for image_name, image in held_out_images(model.spatial_dims).items():
+        x = pad_to(image)
+        moved = [pad_to(s) for s in shifts(image)]
+        changed = [pad_to(a) for a in intensity_draws(image, draws, seed=11)]
+        ncc_ratio = ncc_losses(x, moved).mean() / ncc_losses(x, changed).mean()
+        shift_l = level_losses(extractor, x, moved).mean(0)
+        inten_l = level_losses(extractor, x, changed).mean(0)
+        for level, (s, i) in enumerate(zip(shift_l, inten_l)):
+            ratio = float(s / max(i, 1e-12))
+            rows.append(
+                {
+                    "model": name,
+                    "extractor": kind,
+                    "image": image_name,
+                    "level": level,
+                    "used": used is None or level in used,
+                    "shift_loss": float(s),
+                    "intensity_loss": float(i),
+                    "ratio": ratio,
+                    "ncc_ratio": float(ncc_ratio),
+                    "passes": ratio >= ncc_ratio,
+                }
+            )
+    return rows
+
+
+def main(argv=None) -> int:
+    from deepsim.api import catalogue
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="*", help="shipped model names or model files (default: all)")
+    p.add_argument("--draws", type=int, default=6, help="intensity draws per image")
+    p.add_argument("--out", type=Path, default=RESULTS / "extractor_gate.json")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    names = args.models or sorted(catalogue())
+    rows, dice = [], []
+    for name in names:
+        rows += gate_model(name, args.draws)
+        model = load(name)
+        if model.extractor is not None and model.config["networks"]["extractor"]["kind"] == (
+            "segmentation"
+        ):
+            dice.append(
+                {
+                    "model": name,
+                    "heldout_mni2009a": segmentation_dice(model, "mni2009a"),
+                    "training_fsaverage": segmentation_dice(model, "fsaverage"),
+                }
+            )
+    header = ["model", "extractor", "image", "level", "used", "shift", "intensity", "ratio"]
+    header += ["NCC ratio", "passes"]
+    table = [
+        [r["model"], r["extractor"], r["image"], r["level"], "yes" if r["used"] else "no"]
+        + [f"{r['shift_loss']:.4f}", f"{r['intensity_loss']:.4f}", f"{r['ratio']:.2f}"]
+        + [f"{r['ncc_ratio']:.2f}", "PASS" if r["passes"] else "fail"]
+        for r in rows
+    ]
+    print(md_table(header, table))
+    if dice:
+        print()
+        print(
+            md_table(
+                ["model", "seg Dice mni2009a (held out)", "seg Dice fsaverage (training)"],
+                [
+                    [d["model"], f"{d['heldout_mni2009a']:.3f}", f"{d['training_fsaverage']:.3f}"]
+                    for d in dice
+                ],
+            )
+        )
+    used_rows = [r for r in rows if r["used"]]
+    verdict = {
+        name: all(r["passes"] for r in used_rows if r["model"] == name)
+        for name in {r["model"] for r in rows}
+    }
+    print("\nused levels pass:", verdict)
+    write_json(
+        args.out,
+        {
+            "environment": environment(),
+            "shift_voxels": SHIFT,
+            "draws": args.draws,
+            "levels": rows,
+            "segmentation_dice": dice,
+            "passes": verdict,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The tables comparing DeepSim with the classical tools, from results/classical.json."""
+
+from __future__ import annotations
+
+from common import METHOD_NAMES as NAMES
+from common import fmt, md_table
+from render_common import SETS, dice_cell, env_line
+
+
+def classical_section(res: dict | None) -> list[str]:
+    out = ["## DeepSim against ANTs SyN and elastix (`benchmarks/classical.py`)", ""]
+    if res is None:
+        return out + ["Not run yet: `python benchmarks/classical.py`.", ""]
+    s = res["settings"]
+    out += [
+        f"Machine: {env_line(res['environment'])}. Threads per method: {s['threads']}. "
+        f"Grid: {s['grid']}. Pairs held out of all training: {s['semi_synthetic_pairs']} "
+        "semi-synthetic mni2009a pairs (seed "
+        f"{s['seed']}) and real inter-template pairs.",
+        "",
+    ]
+    if res.get("merged_from"):
+        mf = res["merged_from"]
+        out += [
+            f"Rows of {', '.join(NAMES.get(m, m) for m in mf['methods'])} come from an earlier "
+            f"run ({env_line(mf['environment'])}) and were merged (`--merge`).",
+            "",
+        ]
+    out += [
+        f"- DeepSim: {s['deepsim']}; model: {s['model']}",
+        f"- ANTs: {s['ants']}",
+        f"- elastix: {s['elastix']}",
+        f"- runtime: {s['runtime']}",
+        f"- folding: {s['folding']}; EPE: {s['epe']}",
+        "",
+    ]
+    for note in res.get("notes", []):
+        out += [f"> {note}", ""]
+    methods = list(res["summary"])
+    header = [
+        "method",
+        "set",
+        "mean fg Dice ± sd",
+        "EPE mm",
+        "folding %",
+        "std log\\|J\\|",
+        "time s",
+    ]
+    rows = []
+    sets = [k for k in res["summary"]["identity"] if k != "all"]
+    for test_set in sets:
+        for m in methods:
+            e = res["summary"][m].get(test_set)
+            if not e:
+                continue
+            rows.append(
+                [
+                    NAMES.get(m, m),
+                    SETS.get(test_set, test_set),
+                    dice_cell(e),
+                    fmt(e.get("epe_mm"), 2),
+                    fmt(e["folding_percent"], 4),
+                    fmt(e["std_log_jacobian"], 3),
+                    fmt(e["runtime_s"].get("mean"), 1),
+                ]
+            )
+    out += [md_table(header, rows), ""]
+    # per pair
+    rows = []
+    for r in res["records"]:
+        rows.append(
+            [
+                r["pair"],
+                NAMES.get(r["method"], r["method"]),
+                r.get("error", fmt(r.get("mean_dice"), 3)),
+                " / ".join(fmt(v, 3) for _, v in sorted(r.get("dice", {}).items())),
+                fmt(r.get("epe_mm"), 2),
+                fmt(r.get("folding_percent"), 4),
+                fmt(r.get("runtime_s"), 1),
+                fmt(r.get("field_check"), 4),
+            ]
+        )
+    out += [
+        "<details><summary>Per pair (Dice per label in label order; field check = mean |tool's "
+        "own warped image − moving image resampled through our converted field| / intensity "
+        "range, inside the brain)</summary>",
+        "",
+        md_table(
+            ["pair", "method", "Dice", "per label", "EPE mm", "folding %", "time s", "field check"],
+            rows,
+        ),
+        "",
+        "</details>",
+        "",
+    ]
+    if res.get("sanity_translation"):
+        rows = [
+            [
+                NAMES.get(r["method"], r["method"]),
+                str(r.get("median_disp_mm", "–")),
+                fmt(r.get("epe_mm"), 2),
+                fmt(r.get("mean_dice"), 3),
+                fmt(r.get("field_check"), 4),
+            ]
+            for r in res["sanity_translation"]
+        ]
+        out += [
+            "Sanity check of the field conversion (moving = fixed shifted by a known translation "
+            f"t; every method should return d(x) = t): {res['sanity_translation'][0]['pair']}.",
+            "",
+            md_table(
+                ["method", "median d in brain (mm, LPS)", "EPE mm", "Dice", "field check"], rows
+            ),
+            "",
+        ]
+    return out
