@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from common import METHOD_NAMES as NAMES
 from common import fmt, md_table
-from render_common import SETS, dice_cell, env_line
+from render_common import SETS, dice_cell, env_line, machine_line
 
 
 def classical_section(res: dict | None) -> list[str]:
@@ -13,8 +13,8 @@ def classical_section(res: dict | None) -> list[str]:
         return out + ["Not run yet: `python benchmarks/classical.py`.", ""]
     s = res["settings"]
     out += [
-        f"Machine: {env_line(res['environment'])}. Threads per method: {s['threads']}. "
-        f"Grid: {s['grid']}. Pairs held out of all training: {s['semi_synthetic_pairs']} "
+        machine_line(res)
+        + f"Grid: {s['grid']}. Pairs held out of all training: {s['semi_synthetic_pairs']} "
         "semi-synthetic mni2009a pairs (seed "
         f"{s['seed']}) and real inter-template pairs.",
         "",

@@ -25,3 +25,11 @@ def dice_cell(entry: dict | None) -> str:
         return "–"
     d = entry["dice"]
     return f"{d['mean']:.3f} ± {d['std']:.3f} (median {d['median']:.3f})"
+
+
+def machine_line(res: dict) -> str:
+    """The machine and threads a benchmark ran with, as its section's first sentence."""
+    return (
+        f"Machine: {env_line(res['environment'])}. "
+        f"Threads per method: {res['settings']['threads']}. "
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from common import METHOD_NAMES as NAMES
 from common import fmt, md_table
-from render_common import env_line
+from render_common import machine_line
 
 
 def speed_section(res: dict | None) -> list[str]:
@@ -16,8 +16,7 @@ def speed_section(res: dict | None) -> list[str]:
 
     s = res["settings"]
     out += [
-        f"Machine: {env_line(res['environment'])}. Threads per method: {s['threads']}. "
-        f"Images: {s['images']}.",
+        machine_line(res) + f"Images: {s['images']}.",
         "",
         f"- 3D model: {s['model_3d']}",
         f"- 2D model: {s['model_2d']}",

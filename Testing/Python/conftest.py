@@ -9,6 +9,20 @@ import torch
 from deepsim.geometry import Grid, Image
 from oblique import rotation  # noqa: F401  (re-exported for the tests)
 
+REGISTER_OUTPUTS = frozenset(
+    {
+        "warped.nii.gz",
+        "displacement.nii.gz",
+        "jacobian.nii.gz",
+        "summary.json",
+        "similarity_deepsim_before.nii.gz",
+        "similarity_deepsim_after.nii.gz",
+        "similarity_ncc_before.nii.gz",
+        "similarity_ncc_after.nii.gz",
+    }
+)
+"""What ``deepsim register`` writes without labels (figure off)."""
+
 
 def oblique_grid(shape, spacing=None, origin=None) -> Grid:
     """Grid with an oblique direction, anisotropic spacing and non-zero origin (tensor order)."""

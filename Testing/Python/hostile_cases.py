@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from conftest import blob_image, make_model_file, oblique_grid
+from conftest import REGISTER_OUTPUTS, blob_image, make_model_file, oblique_grid
 from deepsim.geometry import Image, to_sitk
 
 
@@ -136,7 +136,7 @@ def image2d(env: Env) -> Image:
     return from_sitk(img)
 
 
-def reg(env: Env, work: Path, fixed=None, moving=None, *extra) -> list[str]:
+def reg(env: Env, work: Path, fixed=None, moving=None, *extra, model=None) -> list[str]:
     return [
         "register",
         fixed or env.fixed,
@@ -144,7 +144,7 @@ def reg(env: Env, work: Path, fixed=None, moving=None, *extra) -> list[str]:
         "--out",
         work / "prev",
         "--model",
-        env.model2d,
+        model or env.model2d,
         "--device",
         "cpu",
         "--no-figure",
@@ -247,16 +247,7 @@ def _ok_outputs(expected: set[str]) -> Callable[[Path], None]:
     return check
 
 
-BASIC = {
-    "warped.nii.gz",
-    "displacement.nii.gz",
-    "jacobian.nii.gz",
-    "summary.json",
-    "similarity_deepsim_before.nii.gz",
-    "similarity_deepsim_after.nii.gz",
-    "similarity_ncc_before.nii.gz",
-    "similarity_ncc_after.nii.gz",
-}
+BASIC = REGISTER_OUTPUTS
 
 
 def _nan_field(env: Env, work: Path) -> Path:
@@ -553,10 +544,8 @@ CASES: list[Case] = [
     Case(
         "model-file-spacing-negative",
         3,
-        lambda e, w: (
-            reg(e, w)[:6]
-            + [model_payload(w / "in" / "neg.pt", set_config(preprocessing__spacing=-1.0))]
-            + reg(e, w)[7:]
+        lambda e, w: reg(
+            e, w, model=model_payload(w / "in" / "neg.pt", set_config(preprocessing__spacing=-1.0))
         ),
         "preprocessing.spacing must be a positive",
     ),
@@ -700,14 +689,14 @@ CASES: list[Case] = [
         6,
         lambda e, w: (
             (w / "in" / "z.pt").write_bytes(b""),
-            reg(e, w)[:6] + [w / "in" / "z.pt"] + reg(e, w)[7:],
+            reg(e, w, model=w / "in" / "z.pt"),
         )[-1],
         "the file is empty",
     ),
     Case(
         "model-truncated",
         6,
-        lambda e, w: reg(e, w)[:6] + [truncated(e.model2d, w / "in" / "t.pt")] + reg(e, w)[7:],
+        lambda e, w: reg(e, w, model=truncated(e.model2d, w / "in" / "t.pt")),
         "truncated",
     ),
     Case(
@@ -715,53 +704,45 @@ CASES: list[Case] = [
         6,
         lambda e, w: (
             (w / "in" / "x.pt").write_text("hello, not a model"),
-            reg(e, w)[:6] + [w / "in" / "x.pt"] + reg(e, w)[7:],
+            reg(e, w, model=w / "in" / "x.pt"),
         )[-1],
         "not a deepsim model",
     ),
     Case(
         "model-malicious-pickle",
         6,
-        lambda e, w: reg(e, w)[:6] + [evil_pickle(w / "in" / "evil.pt")] + reg(e, w)[7:],
+        lambda e, w: reg(e, w, model=evil_pickle(w / "in" / "evil.pt")),
         "never loaded",
     ),
     Case(
         "model-config-not-json",
         6,
-        lambda e, w: (
-            reg(e, w)[:6]
-            + [model_payload(w / "in" / "c.pt", lambda p: p.update(config="{oops"))]
-            + reg(e, w)[7:]
+        lambda e, w: reg(
+            e, w, model=model_payload(w / "in" / "c.pt", lambda p: p.update(config="{oops"))
         ),
         "is not a JSON text",
     ),
     Case(
         "model-networks-a-list",
         6,
-        lambda e, w: (
-            reg(e, w)[:6]
-            + [model_payload(w / "in" / "n.pt", lambda p: p.update(networks=[1, 2]))]
-            + reg(e, w)[7:]
+        lambda e, w: reg(
+            e, w, model=model_payload(w / "in" / "n.pt", lambda p: p.update(networks=[1, 2]))
         ),
         "holds no networks",
     ),
     Case(
         "model-spatial-dims-a-string",
         6,
-        lambda e, w: (
-            reg(e, w)[:6]
-            + [model_payload(w / "in" / "s.pt", set_config(spatial_dims="two"))]
-            + reg(e, w)[7:]
+        lambda e, w: reg(
+            e, w, model=model_payload(w / "in" / "s.pt", set_config(spatial_dims="two"))
         ),
         "spatial_dims must be",
     ),
     Case(
         "model-io-steps-negative",
         6,
-        lambda e, w: (
-            reg(e, w)[:6]
-            + [model_payload(w / "in" / "i.pt", set_config(info__default_io_steps=-5))]
-            + reg(e, w)[7:]
+        lambda e, w: reg(
+            e, w, model=model_payload(w / "in" / "i.pt", set_config(info__default_io_steps=-5))
         ),
         "info.default_io_steps must be",
     ),

@@ -9,19 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import REGISTER_OUTPUTS as OUTPUTS
 from conftest import blob_image, oblique_grid
 from deepsim.geometry import Image, to_sitk
-
-OUTPUTS = {
-    "warped.nii.gz",
-    "displacement.nii.gz",
-    "jacobian.nii.gz",
-    "summary.json",
-    "similarity_deepsim_before.nii.gz",
-    "similarity_deepsim_after.nii.gz",
-    "similarity_ncc_before.nii.gz",
-    "similarity_ncc_after.nii.gz",
-}
 
 
 def run(*args, check=True):
@@ -50,24 +40,20 @@ def pair2d(tmp_path_factory):
     return f, m, fl, ml
 
 
-def test_register_writes_the_contract(pair2d, tmp_path, tiny_model_2d):
-    f, m, fl, ml = pair2d
-    out = tmp_path / "out"
-    proc = run(
-        "register",
-        f,
-        m,
-        "--out",
-        out,
-        "--model",
-        tiny_model_2d,
-        "--device",
-        "cpu",
+def _with_labels(f, m, fl, ml, out, model) -> list:
+    """``deepsim register`` arguments for a labelled pair on the CPU."""
+    return ["register", f, m, "--out", out, "--model", model, "--device", "cpu"] + [
         "--fixed-labels",
         fl,
         "--moving-labels",
         ml,
-    )
+    ]
+
+
+def test_register_writes_the_contract(pair2d, tmp_path, tiny_model_2d):
+    f, m, fl, ml = pair2d
+    out = tmp_path / "out"
+    proc = run(*_with_labels(f, m, fl, ml, out, tiny_model_2d))
     assert "registered in" in proc.stdout
     files = set(os.listdir(out))
     assert OUTPUTS | {"warped_labels.nii.gz", "overview.png"} <= files
@@ -94,24 +80,7 @@ def test_register_writes_the_contract(pair2d, tmp_path, tiny_model_2d):
 def test_warp_applies_the_written_transform(pair2d, tmp_path, tiny_model_2d):
     f, m, fl, ml = pair2d
     out = tmp_path / "out"
-    run(
-        "register",
-        f,
-        m,
-        "--out",
-        out,
-        "--model",
-        tiny_model_2d,
-        "--device",
-        "cpu",
-        "--io-steps",
-        "3",
-        "--fixed-labels",
-        fl,
-        "--moving-labels",
-        ml,
-        "--no-figure",
-    )
+    run(*_with_labels(f, m, fl, ml, out, tiny_model_2d), "--io-steps", "3", "--no-figure")
     run(
         "warp",
         ml,

@@ -15,24 +15,15 @@ from hypothesis import strategies as st
 from deepsim.geometry import Grid, Image, read_image, to_sitk
 from deepsim.inputs import check_labels, check_sitk_geometry
 from deepsim.preprocess import check_finite_nonconstant
+from oblique import rotation as oblique_rotation
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DTYPES = [np.uint8, np.int16, np.float32, np.float64]
 
 
 def rotation(angles: list[float]) -> np.ndarray:
-    """A proper rotation from Euler angles (2 or 3 of them -> 2D or 3D)."""
-    if len(angles) == 1:
-        c, s = np.cos(angles[0]), np.sin(angles[0])
-        return np.array([[c, -s], [s, c]])
-    r = np.eye(3)
-    for axis, a in enumerate(angles):
-        c, s = np.cos(a), np.sin(a)
-        i, j = [k for k in range(3) if k != axis]
-        g = np.eye(3)
-        g[[i, i, j, j], [i, j, i, j]] = [c, -s, s, c]
-        r = r @ g
-    return r
+    """A proper rotation from Euler angles (1 or 3 of them -> 2D or 3D)."""
+    return oblique_rotation(2 if len(angles) == 1 else 3, angles)
 
 
 @st.composite
