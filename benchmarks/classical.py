@@ -95,14 +95,27 @@ def gt_field_mm(disp: np.ndarray, grid) -> np.ndarray:
 # the methods
 
 
-def run_ants(fixed_path: Path, moving_path: Path, coords: list[Path], seed: int):
+ANTS_PRESETS = {
+    "ants_syn": "SyN",  # antspyx default: Mattes MI, (40, 20, 0), no full-resolution level
+    "ants_synquick_s": "antsRegistrationSyNQuick[s]",
+    "ants_syn_s": "antsRegistrationSyN[s]",
+    "ants_syncc": "SyNCC",
+}
+"""ANTs as its users run it: the antsRegistrationSyN*.sh presets (rigid + affine + SyN, CC radius
+2 down to full resolution for SyN[s]; MI and no full-resolution level for Quick) and SyNCC, plus
+the antspyx default ``SyN`` row kept and labelled as such."""
+
+
+def run_ants(
+    fixed_path: Path, moving_path: Path, coords: list[Path], seed: int, transform: str = "SyN"
+):
     import ants
 
     ants.config._random_seed = seed  # fixed sampling seed (threads may still vary results)
     fixed = ants.image_read(str(fixed_path))
     moving = ants.image_read(str(moving_path))
     t0 = time.perf_counter()
-    reg = ants.registration(fixed, moving, type_of_transform="SyN")
+    reg = ants.registration(fixed, moving, type_of_transform=transform)
     runtime = time.perf_counter() - t0
     mapped = [
         ants.apply_transforms(
@@ -147,15 +160,44 @@ def run_elastix(fixed_path: Path, moving_path: Path, coords: list[Path], threads
     return mapped, np.asarray(itk.array_from_image(warped)), runtime
 
 
-DEEPSIM_IO = {"deepsim": None, "deepsim_net": 0, "deepsim_io20": 20}
-"""Instance-optimisation steps per DeepSim variant (None: the model's default)."""
+DEEPSIM_IO = {
+    "deepsim": ("recommended", None),
+    "deepsim_fast": ("fast", None),
+    "deepsim_best": ("best", None),
+    "deepsim_net": ("recommended", 0),
+}
+"""(preset, io_steps) per DeepSim variant: the engine's presets, and the network alone."""
 
 
-def run_deepsim(model, fixed, moving, io_steps: int):
+def run_convexadam(fixed, moving):
+    """ConvexAdam (PyPI ``convexadam``): MIND features, its defaults, CPU float32. Its field is in
+    voxels of the input arrays' axes (``x + u(x)`` sampling), converted to LPS mm here."""
+    import torch
+    from convexAdam.convex_adam_MIND import convex_adam_pt
+
+    t0 = time.perf_counter()
+    u = convex_adam_pt(
+        fixed.array.astype(np.float32),
+        moving.array.astype(np.float32),
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+    )
+    runtime = time.perf_counter() - t0
+    disp = np.asarray(u, np.float32) @ fixed.grid.linear.T  # voxel steps -> LPS mm
+    from deepsim.register import warp_image
+
+    warped = warp_image(moving, fixed.grid, disp, "linear").array
+    return disp, warped, runtime
+
+
+def run_deepsim(model, fixed, moving, variant: tuple[str, int | None]):
     from deepsim.api import RegistrationOptions
     from deepsim.register import register
 
-    opts = RegistrationOptions(device="cpu", io_steps=io_steps, heatmaps=False, warped=True)
+    preset, io_steps = variant
+    opts = RegistrationOptions(
+        device="cpu", preset=preset, io_steps=io_steps, heatmaps=False, warped=True
+    )
     t0 = time.perf_counter()
     result = register(fixed, moving, model, opts)
     runtime = time.perf_counter() - t0
@@ -296,9 +338,13 @@ def run_pair(pair: dict, methods: list[str], model, args, folder: Path) -> list[
     for method in methods:
         check = None
         try:
-            if method == "ants_syn":
-                mapped, tool_warped, runtime = run_ants(fixed_path, moving_path, coords, args.seed)
+            if method in ANTS_PRESETS:
+                mapped, tool_warped, runtime = run_ants(
+                    fixed_path, moving_path, coords, args.seed, ANTS_PRESETS[method]
+                )
                 disp = field_from_coordinates(mapped, grid)
+            elif method == "convexadam":
+                disp, tool_warped, runtime = run_convexadam(pair["fixed"], pair["moving"])
             elif method == "elastix":
                 mapped, tool_warped, runtime = run_elastix(
                     fixed_path, moving_path, coords, args.threads
@@ -337,7 +383,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--template-pairs", type=int, default=2, help="pairs per template combination (max 2)"
     )
-    parser.add_argument("--methods", default="deepsim,deepsim_net,ants_syn,elastix")
+    parser.add_argument(
+        "--methods",
+        default="deepsim,deepsim_fast,deepsim_best,deepsim_net,ants_syn,ants_synquick_s,"
+        "ants_syn_s,ants_syncc,elastix,convexadam",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="threads for every method")
     parser.add_argument("--no-sanity", action="store_true", help="skip the translation check")
@@ -365,7 +415,8 @@ def main(argv=None) -> int:
     model_path = resolve_model("brain-3d", 3)
     model_note = str(model_path.relative_to(ROOT))
     model = load_model(model_path, spatial_dims=3)
-    for tool, module in (("ants_syn", "ants"), ("elastix", "itk")):
+    tools = [(t, "ants") for t in ANTS_PRESETS] + [("elastix", "itk"), ("convexadam", "convexAdam")]
+    for tool, module in tools:
         if tool in methods:
             try:
                 __import__(module)
@@ -403,7 +454,7 @@ def main(argv=None) -> int:
     for r in records:  # files written before the templates were split by label scheme
         if r["set"] == "templates":
             r["set"] = "templates_" + r["pair"].rsplit("(", 1)[1].rstrip(")")
-    order = [*DEEPSIM_IO, "ants_syn", "elastix"]
+    order = [*DEEPSIM_IO, *ANTS_PRESETS, "elastix", "convexadam"]
     methods = sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
     all_methods = ["identity"] + methods
     sets = sorted({r["set"] for r in records}, key=lambda s: (s != "semi_synthetic", s))
@@ -436,14 +487,20 @@ def main(argv=None) -> int:
             "threads": args.threads,
             "grid": "common 2 mm grid, 96 x 112 x 96",
             "model": model_note,
-            "ants": "ants.registration(type_of_transform='SyN'): affine + SyN, antspyx defaults "
-            "(mattes, reg_iterations (40, 20, 0))",
+            "ants": {
+                m: f"ants.registration(type_of_transform={t!r})" for m, t in ANTS_PRESETS.items()
+            },
+            "ants_note": "ants_syn is the antspyx default 'SyN' (Mattes MI, reg_iterations "
+            "(40, 20, 0): no full-resolution level), kept and labelled as such",
+            "convexadam": "convexadam (PyPI) convex_adam_pt with its defaults (MIND r=1 d=2, "
+            "grid 6, hw 4, Adam 80 iterations, lambda 1.25, inverse consistency), CPU float32, "
+            "no affine",
             "elastix": "itk-elastix default 'affine' + 'bspline' parameter maps, the B-spline map "
             "without its bending-energy penalty term (that term segfaults in itk-elastix 0.25.4 "
             "on this machine)",
-            "deepsim": "register() as 'deepsim register' runs it: affine pre-alignment + network + "
-            "the model's default instance optimisation (30 steps for brain-3d); deepsim_net: "
-            "network only; deepsim_io20: 20 steps; heatmaps off",
+            "deepsim": "register() as 'deepsim register' runs it: robust affine + network + the "
+            "multi-resolution engine with the 'recommended' preset; deepsim_fast / deepsim_best: "
+            "the other presets; deepsim_net: network only; heatmaps off",
             "runtime": "registration call only (no file reading); ours includes affine "
             "pre-alignment, resampling, network, field and warped image",
             "folding": "% voxels with det J <= 0 over the whole fixed grid, signed central "

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .presets import DEFAULT_PRESET
+
 __all__ = [
     "Cancelled",
     "ModelFileError",
@@ -209,14 +211,22 @@ class ModelInfo:
 
 @dataclass
 class RegistrationOptions:
-    """``device``: auto|cpu|cuda. ``affine``: classical pre-alignment. ``io_steps``: Adam steps of
-    DeepSim + lambda * diffusion refining the predicted field (0 = network only; None = the
-    model's ``default_io_steps``); ``io_lr``: their Adam step size in voxels (None = the model's
-    ``default_io_lr``). ``model_spacing``: override the model grid spacing in mm (coarser =
-    faster, less memory). ``heatmaps`` / ``warped``: compute those outputs."""
+    """``device``: auto|cpu|cuda. ``affine``: classical pre-alignment (``rigid``: rotation and
+    translation only). ``preset``: the instance-optimisation engine's quality preset, ``fast``,
+    ``recommended`` or ``best`` (:data:`deepsim.presets.PRESETS`). ``similarity``: override the
+    model's default similarity (``"mind"``, ``"ncc"``, ``"ncc+3*mind"``, ...). ``network``: False
+    skips the network (training-free: the engine starts from the identity). ``io_steps``: None =
+    the preset; 0 = no instance optimisation (network only); N = one level of N steps on the
+    model grid, step ``io_lr`` voxels, instead of the preset's levels. ``model_spacing``:
+    override the model grid spacing in mm (coarser = faster, less memory). ``heatmaps`` /
+    ``warped``: compute those outputs."""
 
     device: str = "auto"
     affine: bool = True
+    rigid: bool = False
+    preset: str = DEFAULT_PRESET
+    similarity: str | None = None
+    network: bool = True
     io_steps: int | None = None
     io_lr: float | None = None
     model_spacing: float | None = None
@@ -231,7 +241,7 @@ class Summary:
 
     runtime_s: float
     device: str
-    model: str
+    model: str | None
     model_grid_shape: list[int]
     model_grid_spacing_mm: list[float]
     affine: list[list[float]]
@@ -249,6 +259,12 @@ class Summary:
     dice_affine: float | None = None
     dice_after: float | None = None
     dice_per_label_after: dict[str, float] | None = None
+    preset: str | None = None
+    engine: dict | None = None
+    engine_steps: list[int] | None = None
+    engine_kept: str | None = None
+    engine_loss: dict[str, float] | None = None
+    mask: str | None = None
 
     def to_dict(self) -> dict:
         """The JSON form: fields that are None are left out."""

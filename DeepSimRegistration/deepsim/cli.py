@@ -45,6 +45,24 @@ EXAMPLES:
 """
 
 
+class _SimilarityChoices:
+    """``--similarity`` choices: the names (what menus list) and any weighted sum of them."""
+
+    def __iter__(self):
+        from .presets import SIMILARITIES
+
+        return iter(SIMILARITIES)
+
+    def __contains__(self, text) -> bool:
+        from .presets import parse_similarity
+
+        try:
+            parse_similarity(str(text))
+        except ValueError:
+            return False
+        return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepsim",
@@ -81,9 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="instance optimisation: N Adam steps of DeepSim + smoothness on the predicted field "
-        "(default: the model's recommendation, see 'deepsim models'; 0 = network only)",
+        help="instance optimisation: N Adam steps on the model grid instead of the preset's "
+        "levels (default: the preset; 0 = network only)",
     )
+    reg.add_argument(
+        "--preset",
+        choices=["fast", "recommended", "best"],
+        default="recommended",
+        help="quality preset of the multi-resolution instance optimisation (default recommended)",
+    )
+    reg.add_argument(
+        "--similarity",
+        metavar="S",
+        choices=_SimilarityChoices(),
+        help="similarity of the instance optimisation, overriding the model's default: "
+        "mind, ncc, deepsim or a weighted sum such as 'ncc+3*mind'",
+    )
+    reg.add_argument("--fixed-mask", type=Path, metavar="F", help="mask of the fixed image")
+    reg.add_argument("--moving-mask", type=Path, metavar="F", help="mask of the moving image")
+    reg.add_argument("--rigid", action="store_true", help="rigid instead of affine pre-alignment")
     reg.add_argument(
         "--model-spacing",
         type=float,
@@ -178,11 +212,17 @@ def cmd_register(args) -> int:
         if args.fixed_labels is not None:
             labels["fixed_labels"] = read_image(args.fixed_labels, "fixed labels")
             labels["moving_labels"] = read_image(args.moving_labels, "moving labels")
+        for what in ("fixed_mask", "moving_mask"):
+            if getattr(args, what) is not None:
+                labels[what] = read_image(getattr(args, what), what.replace("_", " "))
         path = resolve_model(args.model, fixed.grid.spatial_dims)
         model = load_model(path, spatial_dims=fixed.grid.spatial_dims)
         opts = RegistrationOptions(
             device=args.device,
             affine=not args.no_affine,
+            rigid=args.rigid,
+            preset=args.preset,
+            similarity=args.similarity,
             io_steps=args.io_steps,
             model_spacing=args.model_spacing,
         )

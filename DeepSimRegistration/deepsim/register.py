@@ -17,15 +17,17 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .api import CancelFn, Cancelled, ProgressFn, RegistrationOptions, Summary
+from .api import CancelFn, Cancelled, Preprocessing, ProgressFn, RegistrationOptions, Summary
+from .engine import foreground_mask, optimise
 from .geometry import Grid, Image, model_grid, overlap_fraction, resample, sample_on_grid
 from .inputs import check_labels, check_model_spacing, check_pipeline_size
 from .jacobian import jacobian_det
 from .metrics import dice_per_label, folding_percent, mean_foreground_dice, std_log_jacobian
 from .modelio import LoadedModel
 from .preprocess import check_finite_nonconstant, normalize_intensity
+from .presets import engine_settings
 from .regularizers import diffusion
-from .similarity import build_similarity, deepsim_map, local_ncc_map
+from .similarity import deepsim_map, local_ncc_map
 from .warp import warp
 
 __all__ = [
@@ -84,13 +86,12 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def _estimate_bytes(model: LoadedModel, grid: Grid, fixed: Grid, io_steps: int) -> int:
+def _estimate_bytes(model: LoadedModel | None, grid: Grid, fixed: Grid, io: bool) -> int:
     """Rough peak memory of the whole run: network activations on the model grid, the fixed-grid
     outputs and their writing, and the overview figure (one display slice at the finest spacing)."""
-    net = model.registration
-    width = net.backbone.out_channels
+    width = model.registration.backbone.out_channels if model is not None else 8
     per_voxel = 4 * (4 * width + 16)
-    if io_steps:
+    if io:
         per_voxel *= 6  # activations kept for the backward pass
     extent = np.asarray(fixed.shape) * fixed.spacing
     display_slice = np.prod(np.sort(extent)[-2:]) / float(fixed.spacing.min()) ** 2
@@ -132,43 +133,64 @@ def _to_tensor(a: np.ndarray, device) -> torch.Tensor:
 def register(
     fixed: Image,
     moving: Image,
-    model: LoadedModel,
+    model: LoadedModel | None,
     options: RegistrationOptions | None = None,
     fixed_labels: Image | None = None,
     moving_labels: Image | None = None,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    fixed_mask: Image | None = None,
+    moving_mask: Image | None = None,
 ) -> RegistrationResult:
-    """Register ``moving`` to ``fixed`` with ``model``. Raises ``ValueError`` on bad input,
-    ``MemoryError`` when the pair will not fit, :class:`Cancelled` when cancelled."""
+    """Register ``moving`` to ``fixed`` with ``model`` (None: training-free, the engine alone on
+    a grid of ``options.model_spacing``, default the fixed image's finest spacing).
+    ``fixed_mask``/``moving_mask``: label maps (non-zero = inside) on the images' grids restricting
+    the similarity; without them an automatic foreground mask of the fixed image is used.
+    Raises ``ValueError`` on bad input, ``MemoryError`` when the pair will not fit,
+    :class:`Cancelled` when cancelled."""
     opts = replace(options or RegistrationOptions())
-    if opts.io_steps is None:
-        opts.io_steps = model.info.default_io_steps
-    if opts.io_lr is None:
-        opts.io_lr = model.info.default_io_lr
+    if model is None:
+        opts.network = False
+    if opts.io_steps is not None and opts.io_steps < 0:
+        raise ValueError(f"io_steps must be >= 0, got {opts.io_steps}")
+    settings = engine_settings(
+        opts.preset,
+        model.name if model is not None else None,
+        opts.similarity,
+        opts.io_steps or None,
+        opts.io_lr,
+    )
     t0 = time.perf_counter()
     stages = _Stages(progress, should_cancel)
     dims = fixed.grid.spatial_dims
     if moving.grid.spatial_dims != dims:
         raise ValueError(f"fixed image is {dims}D but moving image is {moving.grid.spatial_dims}D")
-    if model.spatial_dims != dims:
+    if model is not None and model.spatial_dims != dims:
         raise ValueError(
             f"model {model.name!r} is {model.spatial_dims}D but the images are {dims}D"
         )
     check_finite_nonconstant(fixed.array, "fixed image")
     check_finite_nonconstant(moving.array, "moving image")
-    for lab, img, what in ((fixed_labels, fixed, "fixed"), (moving_labels, moving, "moving")):
+    for lab, img, what in (
+        (fixed_labels, fixed, "fixed labels"),
+        (moving_labels, moving, "moving labels"),
+        (fixed_mask, fixed, "fixed mask"),
+        (moving_mask, moving, "moving mask"),
+    ):
         if lab is not None:
-            check_labels(lab, img, f"{what} labels")
+            check_labels(lab, img, what)
     device = select_device(opts.device)
-    pre = model.preprocessing
+    if model is not None:
+        pre = model.preprocessing
+    else:
+        pre = Preprocessing(spacing=float(min(fixed.grid.spacing)), multiple=1)
     if opts.model_spacing is not None:
         check_model_spacing(opts.model_spacing, "the model spacing (--model-spacing)")
     spacing = opts.model_spacing if opts.model_spacing is not None else pre.spacing
     grid = model_grid(fixed.grid, spacing, pre.multiple, pre.orientation, pre.max_voxels)
     check_pipeline_size(fixed, moving, grid, opts.affine)
     needed, available = (
-        _estimate_bytes(model, grid, fixed.grid, opts.io_steps),
+        _estimate_bytes(model, grid, fixed.grid, opts.io_steps != 0),
         _available_bytes(device),
     )
     if available is not None and needed > available:
@@ -187,7 +209,7 @@ def register(
     if opts.affine:
         from .affine import affine_prealign
 
-        affine = affine_prealign(fixed, moving)
+        affine = affine_prealign(fixed, moving, rigid=opts.rigid)
     overlap = overlap_fraction(fixed.grid, moving.grid, affine)
     if overlap < 0.05:
         raise ValueError(
@@ -202,18 +224,27 @@ def register(
     moving_norm = Image(normalize_intensity(moving.array, lo, hi), moving.grid)
     fixed_m = resample(fixed_norm, grid).array
     moving_m = resample(moving_norm, grid, affine).array
+    masks = {
+        "fixed": _grid_mask(fixed_mask, grid, None),
+        "moving": _grid_mask(moving_mask, grid, affine),
+    }
 
     stages.step(0.25, f"predicting the displacement on {device.type}", "resample")
     try:
-        disp = _network_field(model, fixed_m, moving_m, device, opts, stages)
+        disp, engine_info = _deformable(
+            model, fixed_m, moving_m, masks, settings, device, opts, stages
+        )
     except torch.cuda.OutOfMemoryError:
         if device.type != "cuda":
             raise
         log.warning("CUDA out of memory; retrying on the CPU")
         torch.cuda.empty_cache()
         device = torch.device("cpu")
-        model.to(device)
-        disp = _network_field(model, fixed_m, moving_m, device, opts, stages)
+        if model is not None:
+            model.to(device)
+        disp, engine_info = _deformable(
+            model, fixed_m, moving_m, masks, settings, device, opts, stages
+        )
     model_disp = disp[0].cpu().numpy()
 
     stages.step(0.7, "mapping the field to the fixed grid", "network")
@@ -238,7 +269,7 @@ def register(
     summary = Summary(
         runtime_s=round(time.perf_counter() - t0, 3),
         device=device.type,
-        model=model.name,
+        model=model.name if model is not None else None,
         model_grid_shape=list(grid.shape),
         model_grid_spacing_mm=[round(float(s), 4) for s in grid.spacing],
         affine=affine.tolist(),
@@ -246,7 +277,8 @@ def register(
         std_log_jacobian=std_log_jacobian(model_jac),
         jacobian_min=float(model_jac.min()),
         jacobian_max=float(model_jac.max()),
-        io_steps=opts.io_steps,
+        io_steps=settings.total_steps if opts.io_steps is None else opts.io_steps,
+        **engine_info,
         timings_s=stages.timings,
         **means,
     )
@@ -278,12 +310,68 @@ def register(
     return result
 
 
-def _network_field(model, fixed_m, moving_m, device, opts, stages: _Stages) -> torch.Tensor:
-    """The network's displacement, refined by instance optimisation when asked for."""
-    disp = _predict(model, fixed_m, moving_m, device)
-    if opts.io_steps:
-        disp = _instance_optimise(model, fixed_m, moving_m, disp, device, opts, stages)
-    return disp
+def _grid_mask(mask: Image | None, grid: Grid, affine: np.ndarray | None) -> np.ndarray | None:
+    """A label map (non-zero = inside) as a 0/1 float array on the model grid."""
+    if mask is None:
+        return None
+    inside = Image((mask.array != 0).astype(np.float32), mask.grid)
+    return resample(inside, grid, affine, "linear").array
+
+
+def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages: _Stages):
+    """The network's displacement (identity when there is none), refined by the engine; the
+    result is never worse, by the engine's similarity under the mask, than its start or the
+    identity (after the affine): the better of those is kept instead."""
+    f, m = _to_tensor(fixed_m, device), _to_tensor(moving_m, device)
+    init = _predict(model, fixed_m, moving_m, device) if opts.network else None
+    if opts.io_steps == 0:
+        return (init if init is not None else f.new_zeros((1, f.ndim - 2, *f.shape[2:]))), {}
+    names = dict(settings.similarity)
+    extractor = model.extractor if model is not None else None
+    if "deepsim" in names and extractor is None:
+        raise ValueError(
+            "the DeepSim similarity needs a model with a feature extractor; use ncc or mind"
+        )
+    fmask = _to_tensor(masks["fixed"], device) if masks["fixed"] is not None else None
+    mmask = _to_tensor(masks["moving"], device) if masks["moving"] is not None else None
+    if fmask is None and mmask is None:
+        fmask = foreground_mask(f)
+
+    def after_step(done: int, total: int) -> None:
+        stages.check()
+        if stages.progress is not None:
+            stages.progress(0.25 + 0.45 * done / total, f"instance optimisation {done}/{total}")
+
+    res = optimise(
+        f,
+        m,
+        settings,
+        init,
+        fmask,
+        mmask,
+        extractor.to(device) if "deepsim" in names else None,
+        after_step,
+    )
+    disp, kept = res.disp, "engine"
+    if res.loss > min(res.loss_init, res.loss_identity):
+        if init is not None and res.loss_init <= res.loss_identity:
+            disp, kept = init, "network"
+        else:
+            disp, kept = torch.zeros_like(res.disp), "affine"
+        log.warning("instance optimisation made the similarity worse; keeping the %s field", kept)
+    info = {
+        "preset": opts.preset if opts.io_steps is None else None,
+        "engine": settings.to_dict(),
+        "engine_steps": res.steps,
+        "engine_kept": kept,
+        "engine_loss": {
+            "identity": res.loss_identity,
+            "start": res.loss_init,
+            "final": res.loss,
+        },
+        "mask": "given" if masks["fixed"] is not None or masks["moving"] is not None else "auto",
+    }
+    return disp, info
 
 
 def _predict(model: LoadedModel, fixed_m, moving_m, device) -> torch.Tensor:
@@ -291,35 +379,6 @@ def _predict(model: LoadedModel, fixed_m, moving_m, device) -> torch.Tensor:
     f, m = _to_tensor(fixed_m, device), _to_tensor(moving_m, device)
     with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
         return net(m, f).float().clone()
-
-
-def _instance_optimise(
-    model, fixed_m, moving_m, disp, device, opts, stages: _Stages
-) -> torch.Tensor:
-    """Refine ``disp`` by ``opts.io_steps`` Adam steps of DeepSim + lambda * diffusion."""
-    extractor = model.extractor
-    if extractor is None:
-        raise ValueError(
-            f"model {model.name!r} has no feature extractor, so it cannot run instance optimisation"
-        )
-    lam = model.loss.lam
-    sim = build_similarity(replace(model.loss, similarity="deepsim"), extractor.to(device))
-    f, m = _to_tensor(fixed_m, device), _to_tensor(moving_m, device)
-
-    def after_step(step: int) -> None:
-        stages.check()
-        if stages.progress is not None:
-            stages.progress(
-                0.25 + 0.45 * (step + 1) / opts.io_steps,
-                f"instance optimisation {step + 1}/{opts.io_steps}",
-            )
-
-    u = optimise_displacement(
-        sim, m, f, disp.to(device), lam, opts.io_steps, opts.io_lr, after_step
-    )
-    for p in extractor.parameters():
-        p.requires_grad_(False)
-    return u
 
 
 def optimise_displacement(
@@ -405,9 +464,11 @@ def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, dev
     after = warp(_to_tensor(moving_m, device), disp.to(device))
     pairs = {"before": _to_tensor(before_m, device), "after": after}
     names, arrays, means = [], [], {}
-    extractor = model.extractor
+    extractor = model.extractor if model is not None else None
     with torch.inference_mode():
-        levels = None if model.loss.levels is None else list(model.loss.levels)
+        levels = None
+        if model is not None and model.loss.levels is not None:
+            levels = list(model.loss.levels)
         fixed_feats = extractor.to(device).eval().features(f) if extractor is not None else None
         for when, img in pairs.items():
             values = {"ncc": local_ncc_map(img, f)}

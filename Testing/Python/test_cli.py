@@ -99,16 +99,31 @@ def test_warp_applies_the_written_transform(pair2d, tmp_path, tiny_model_2d):
     )
 
 
-def test_model_default_instance_optimisation(pair2d, tmp_path):
-    """Without --io-steps the model's recommended number runs; --io-steps 0 turns it off."""
-    from conftest import make_model_file
+def test_preset_similarity_and_io_steps_reach_the_engine(pair2d, tmp_path, tiny_model_2d):
+    """--preset and --similarity choose the engine's settings, recorded in the summary;
+    --io-steps 0 turns instance optimisation off."""
+    from deepsim.presets import PRESETS
 
     f, m, *_ = pair2d
-    model = make_model_file(tmp_path / "m.pt", 2, spacing=1.0, info={"default_io_steps": 3})
-    for extra, expected in (([], 3), (["--io-steps", "0"], 0)):
-        out = tmp_path / f"out{expected}"
-        run("register", f, m, "--out", out, "--model", model, "--no-figure", *extra)
-        assert json.loads((out / "summary.json").read_text())["io_steps"] == expected
+    cases = {
+        "fast": ["--preset", "fast", "--similarity", "ncc+2*mind"],
+        "off": ["--io-steps", "0"],
+    }
+    for name, extra in cases.items():
+        out = tmp_path / name
+        run("register", f, m, "--out", out, "--model", tiny_model_2d, "--no-figure", *extra)
+        summary = json.loads((out / "summary.json").read_text())
+        if name == "off":
+            assert summary["io_steps"] == 0 and "engine" not in summary
+        else:
+            assert summary["preset"] == "fast"
+            assert summary["engine"]["similarity"] == {"ncc": 1.0, "mind": 2.0}
+            assert [lv["shrink"] for lv in summary["engine"]["levels"]] == [
+                lv.shrink for lv in PRESETS["fast"]
+            ]
+    assert "invalid choice: 'foo'" in _error(
+        "register", f, m, "--out", tmp_path / "x", "--model", tiny_model_2d, "--similarity", "foo"
+    )
 
 
 def test_help_is_complete():

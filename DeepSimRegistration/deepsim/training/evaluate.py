@@ -24,14 +24,18 @@ __all__ = ["evaluate_model", "evaluate_pairs"]
 log = logging.getLogger(__name__)
 
 
-def evaluate_pairs(pairs, model, grid: Grid, device="cpu", io_steps=None, affine=True) -> dict:
+def evaluate_pairs(
+    pairs, model, grid: Grid, device="cpu", io_steps=None, affine=True, preset=None
+) -> dict:
     """Register each pair dict (``fixed, moving, fixed_labels, moving_labels`` tensors or arrays,
-    optional ``disp`` in fixed voxels) and summarise."""
+    optional ``disp`` in fixed voxels) and summarise; ``preset``: the engine's (None = default)."""
     from ..api import RegistrationOptions
     from ..register import register
 
     rows = []
     opts = RegistrationOptions(device=device, affine=affine, io_steps=io_steps, heatmaps=False)
+    if preset is not None:
+        opts.preset = preset
     for i, p in enumerate(pairs):
         arr = {
             k: np.asarray(v.cpu() if hasattr(v, "cpu") else v)[0, 0]
@@ -71,7 +75,13 @@ def evaluate_pairs(pairs, model, grid: Grid, device="cpu", io_steps=None, affine
 
 
 def evaluate_model(
-    data_config: str | Path, model_name: str, pairs=8, split="test", device="auto", io_steps=None
+    data_config: str | Path,
+    model_name: str,
+    pairs=8,
+    split="test",
+    device="auto",
+    io_steps=None,
+    preset=None,
 ) -> dict:
     """Entry point of ``deepsim evaluate``: ``data_config`` is a JSON file with a ``data`` entry
     (as in training configs)."""
@@ -86,6 +96,6 @@ def evaluate_model(
     items = [source.pair(i) for i in range(pairs)]
     grid = source.grid
     model = load_model(resolve_model(model_name, grid.spatial_dims), spatial_dims=grid.spatial_dims)
-    report = evaluate_pairs(items, model, grid, device=device, io_steps=io_steps)
+    report = evaluate_pairs(items, model, grid, device=device, io_steps=io_steps, preset=preset)
     report["data"] = data
     return report

@@ -1,0 +1,167 @@
+"""Engine settings and quality presets, torch-free: one place for every default of the engine.
+
+* :class:`LevelSettings`, :class:`EngineSettings`: what :func:`deepsim.engine.optimise` runs;
+* :data:`PRESETS`: ``fast``, ``recommended`` (the default) and ``best``, each the levels of the
+  engine (shrink factors of the model grid, Adam steps, step size, update smoothing);
+* :data:`MODEL_SIMILARITY`: each shipped model's default similarity and regularisation, chosen by
+  validation (see the comments); other models and the training-free mode use :data:`DEFAULT`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "SIMILARITIES",
+    "LevelSettings",
+    "EngineSettings",
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "MODEL_SIMILARITY",
+    "DEFAULT",
+    "parse_similarity",
+    "engine_settings",
+]
+
+SIMILARITIES = ("ncc", "mind", "deepsim")  # menus list them in this order
+
+
+@dataclass(frozen=True)
+class LevelSettings:
+    """One pyramid level: ``shrink`` (1 = the model grid), Adam ``steps`` and ``lr`` (voxels of
+    the parameter grid per step), ``smooth``: Gaussian sigma (parameter-grid voxels) of the update,
+    ``grid``: the update's parameter grid is ``grid`` times coarser than the level's images
+    (upsampled linearly; ConvexAdam's half-resolution Adam grid), 1 = the level itself."""
+
+    shrink: int
+    steps: int
+    lr: float
+    smooth: float = 2.0
+    grid: int = 1
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """``similarity``: (name, weight) pairs of :data:`SIMILARITIES`, each weight its own lambda;
+    ``regularization``: weight of the diffusion of each level's update; ``diffeomorphic``: updates
+    are stationary velocity fields (scaling and squaring, ``integration_steps``); ``ncc_window``:
+    local NCC box width; ``tolerance``/``patience``: a level stops when its loss improved by less
+    than ``tolerance`` (relative) over ``patience`` steps."""
+
+    levels: tuple[LevelSettings, ...] = (
+        LevelSettings(4, 60, 0.5),
+        LevelSettings(2, 40, 0.4),
+    )
+    similarity: tuple[tuple[str, float], ...] = (("mind", 3.0),)
+    regularization: float = 10.0
+    diffeomorphic: bool = True
+    integration_steps: int = 6
+    ncc_window: int = 5
+    tolerance: float = 1e-3
+    patience: int = 10
+
+    def __post_init__(self):
+        for name, weight in self.similarity:
+            if name not in SIMILARITIES:
+                raise ValueError(f"unknown similarity {name!r}; choose from {SIMILARITIES}")
+            if weight < 0:
+                raise ValueError(f"similarity weight of {name!r} must be >= 0, got {weight}")
+        if not self.levels or any(
+            lv.shrink < 1 or lv.steps < 0 or lv.grid < 1 for lv in self.levels
+        ):
+            raise ValueError("engine levels need shrink >= 1, grid >= 1 and steps >= 0")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(lv.steps for lv in self.levels)
+
+    def to_dict(self) -> dict:
+        return {
+            "levels": [vars(lv).copy() for lv in self.levels],
+            "similarity": dict(self.similarity),
+            "regularization": self.regularization,
+            "diffeomorphic": self.diffeomorphic,
+            "integration_steps": self.integration_steps,
+            "ncc_window": self.ncc_window,
+            "tolerance": self.tolerance,
+            "patience": self.patience,
+        }
+
+
+PRESETS: dict[str, tuple[LevelSettings, ...]] = {
+    # shrink 4 then 2 on the model grid, few steps: a 2 mm brain pair in a few seconds
+    "fast": (LevelSettings(4, 40, 0.5), LevelSettings(2, 15, 0.4)),
+    # the default: 1/4 and 1/2, then the model grid itself with the update on a grid twice as
+    # coarse (ConvexAdam's half-resolution Adam grid); in exploratory 3D runs on fsaverage pairs a
+    # full-resolution level roughly halved the endpoint error (1.35 -> 0.81 mm)
+    "recommended": (
+        LevelSettings(4, 60, 0.5),
+        LevelSettings(2, 40, 0.4),
+        LevelSettings(1, 20, 0.3, grid=2),
+    ),
+    # more steps, the update at full resolution, and a stricter stop
+    "best": (
+        LevelSettings(4, 100, 0.5),
+        LevelSettings(2, 80, 0.4),
+        LevelSettings(1, 40, 0.3),
+    ),
+}
+DEFAULT_PRESET = "recommended"
+
+DEFAULT = EngineSettings()
+"""Training-free default and the default of models without an entry below: MIND-SSC x 3 +
+10 x diffusion, chosen on fsaverage-derived semi-synthetic 2D/3D pairs (benchmarks/engine_validation.py)."""
+
+MODEL_SIMILARITY: dict[str, dict] = {
+    "brain-3d": {"similarity": (("mind", 3.0),), "regularization": 10.0},
+    "brain-3d-ae": {"similarity": (("mind", 3.0),), "regularization": 10.0},
+    "general-2d": {"similarity": (("mind", 3.0),), "regularization": 10.0},
+}
+
+
+def parse_similarity(text: str) -> tuple[tuple[str, float], ...]:
+    """``"ncc"``, ``"mind"``, ``"ncc+3*mind"`` or ``"ncc:1,deepsim:10"`` -> (name, weight) pairs."""
+    out = []
+    for part in text.replace(",", "+").split("+"):
+        part = part.strip()
+        if not part:
+            continue
+        weight = "1"
+        if "*" in part:
+            weight, part = (s.strip() for s in part.split("*", 1))
+        elif ":" in part:
+            part, weight = (s.strip() for s in part.split(":", 1))
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ValueError(f"similarity {text!r}: weight {weight!r} is not a number") from None
+        if part not in SIMILARITIES:
+            raise ValueError(f"similarity {text!r}: unknown {part!r}; choose from {SIMILARITIES}")
+        out.append((part, value))
+    if not out:
+        raise ValueError(f"similarity {text!r} names no similarity")
+    return tuple(out)
+
+
+def engine_settings(
+    preset: str | None = None,
+    model: str | None = None,
+    similarity: str | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+) -> EngineSettings:
+    """The engine's settings for a ``preset`` and a model name, with optional overrides:
+    ``similarity`` (text for :func:`parse_similarity`); ``steps``/``lr``: one level of
+    ``steps`` Adam steps on the model grid instead of the preset's levels."""
+    preset = preset or DEFAULT_PRESET
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    settings = replace(DEFAULT, levels=PRESETS[preset], **MODEL_SIMILARITY.get(model or "", {}))
+    if preset == "best":
+        settings = replace(settings, tolerance=1e-4)
+    if similarity is not None:
+        settings = replace(settings, similarity=parse_similarity(similarity))
+    if steps is not None:
+        level = LevelSettings(1, int(steps), lr if lr is not None else 0.3)
+        settings = replace(settings, levels=(level,))
+    return settings

@@ -1,0 +1,170 @@
+"""The multi-resolution instance-optimisation engine, masks, the robust affine and the presets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import blob_image, oblique_grid
+from deepsim.affine import affine_prealign
+from deepsim.engine import optimise
+from deepsim.geometry import Grid, Image
+from deepsim.jacobian import jacobian_det
+from deepsim.presets import PRESETS, EngineSettings, LevelSettings, engine_settings
+from deepsim.register import RegistrationOptions, register
+from deepsim.training import synth
+from deepsim.warp import warp
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _texture(points: np.ndarray) -> np.ndarray:
+    """A smooth textured function of LPS points (mm), with structure everywhere."""
+    x = points
+    val = 100 + 40 * np.sin(x[..., 0] / 3.1) * np.cos(x[..., 1] / 3.7)
+    if x.shape[-1] == 3:
+        val = val + 30 * np.sin(x[..., 2] / 2.9 + x[..., 0] / 7.0)
+    return val.astype(np.float32)
+
+
+def _known_field(points: np.ndarray, centre: np.ndarray, amplitude: float) -> np.ndarray:
+    """A smooth displacement (LPS mm) of peak ``amplitude``: one broad Gaussian bump per axis."""
+    rel = points - centre
+    bump = np.exp(-(rel**2).sum(-1) / (2 * 12.0**2))[..., None]
+    direction = np.array([1.0, -0.7, 0.5][: points.shape[-1]])
+    return amplitude * bump * direction / np.linalg.norm(direction)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_training_free_recovers_a_known_displacement_on_an_oblique_grid(dims):
+    """fixed(x) = moving(x + d(x)) with d a smooth 3 mm bump, on an oblique anisotropic grid with
+    a non-zero origin: the training-free engine (no network; local NCC with its own weight 10,
+    the recommended preset) recovers d to a mean endpoint error under 0.3 mm inside the central
+    region (measured 0.10 mm in 2D, 0.14 mm in 3D; initial 1.5 and 1.9 mm)."""
+    shape = (64, 72) if dims == 2 else (36, 40, 30)
+    grid = oblique_grid(shape)
+    pts = grid.world_points()
+    centre = grid.corners().mean(0)
+    d = _known_field(pts, centre, 3.0)
+    fixed = Image(_texture(pts + d), grid)
+    moving = Image(_texture(pts), grid)
+    opts = RegistrationOptions(
+        device="cpu",
+        affine=False,
+        heatmaps=False,
+        warped=False,
+        model_spacing=1.5,
+        similarity="10*ncc",
+    )
+    res = register(fixed, moving, None, opts)
+    inner = tuple(slice(n // 4, -(n // 4)) for n in shape)
+    epe = np.linalg.norm(res.displacement - d, axis=-1)[inner].mean()
+    initial = np.linalg.norm(d, axis=-1)[inner].mean()
+    assert initial > 1.0
+    assert epe < 0.3, (epe, initial)
+    assert res.summary.engine_kept == "engine" and res.summary.model is None
+
+
+def _large_pair(seed=3, shape=(64, 64), max_disp=7.0):
+    gen = torch.Generator().manual_seed(seed)
+    labels = synth.random_label_map(shape, 8, gen)
+    moving = synth.random_appearance(
+        labels, gen, noise_range=(0.0, 0.0), bias_strength=0.0, gamma_std=0.0
+    )
+    true = synth.random_deformation(shape, max_disp, gen, smoothness=16.0)
+    return warp(moving, true), moving, true
+
+
+def test_diffeomorphic_mode_does_not_fold_on_a_large_deformation():
+    """A 7-pixel random deformation with weak regularisation: the velocity-field mode keeps every
+    Jacobian determinant positive while it recovers most of the deformation."""
+    fixed, moving, true = _large_pair()
+    levels = (LevelSettings(4, 60, 0.6), LevelSettings(2, 60, 0.5), LevelSettings(1, 40, 0.4))
+    settings = EngineSettings(levels=levels, regularization=0.5, diffeomorphic=True, patience=1000)
+    res = optimise(fixed, moving, settings)
+    jac = jacobian_det(res.disp)[0, 0]
+    assert float(jac.min()) > 0
+    err = (res.disp - true).norm(dim=1).mean()
+    assert err < 0.5 * true.norm(dim=1).mean(), float(err)
+
+
+def test_mask_excludes_what_it_should_and_nothing_else():
+    """A bright blob added to the moving image outside the fixed mask: with the mask the field is
+    the same as without the blob; without the mask the blob pulls the field near it."""
+    fixed, moving, _ = _large_pair(seed=5, shape=(48, 48), max_disp=2.5)
+    blob = torch.zeros_like(moving)
+    blob[..., 2:9, 2:9] = 3.0
+    mask = torch.ones_like(fixed)
+    mask[..., :26, :26] = 0
+    levels = (LevelSettings(2, 20, 0.4), LevelSettings(1, 15, 0.3))
+    settings = EngineSettings(levels=levels, similarity=(("ncc", 1.0),), patience=1000)
+    masked = [optimise(fixed, m, settings, fixed_mask=mask).disp for m in (moving, moving + blob)]
+    free = [optimise(fixed, m, settings).disp for m in (moving, moving + blob)]
+    assert float((masked[0] - masked[1]).abs().max()) < 1e-3
+    near = (free[0] - free[1]).norm(dim=1)[0, :13, :13]
+    assert float(near.max()) > 0.3
+    far = (free[0] - free[1]).norm(dim=1)[0, 34:, 34:]
+    assert float(far.max()) < 0.1 * float(near.max())
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_affine_survives_an_outlier_voxel_and_a_far_origin(dims):
+    """A 1e7 voxel and a 1 km origin offset: the translation is still recovered within 1.5 mm
+    (about one voxel; the old pre-alignment was 75 mm off with the outlier alone)."""
+    grid = oblique_grid((40, 44, 36)[:dims])
+    centre = grid.corners().mean(0)
+    offset = np.array([1000.0, 0, 0][:dims]) + np.array([4.0, -3.0, 2.0][:dims])
+    fixed = Image(_texture(grid.world_points() - centre), grid)
+    far = grid.index_to_lps.copy()
+    far[:dims, dims] += np.array([1000.0, 0, 0][:dims])
+    far_grid = Grid(grid.shape, far)
+    moving = Image(_texture(far_grid.world_points() - centre - offset), far_grid)
+    moving.array[(3, 4, 5)[:dims]] = 1e7
+    a = affine_prealign(fixed, moving)
+    mapped = a[:dims, :dims] @ centre + a[:dims, dims]
+    assert np.linalg.norm(mapped - centre - offset) < 1.5, mapped - centre - offset
+
+
+def test_affine_never_worse_than_identity_and_handles_huge_values():
+    """Already aligned images keep the identity; a value beyond float32 does not derail it."""
+    grid = oblique_grid((40, 44, 36))
+    fixed = Image(_texture(grid.world_points() - grid.corners().mean(0)), grid)
+    moving = Image(fixed.array.astype(np.float64), grid)
+    moving.array[5, 5, 5] = 1e300
+    a = affine_prealign(fixed, moving)
+    corners = grid.corners()
+    moved = corners @ a[:3, :3].T + a[:3, 3]
+    assert np.abs(moved - corners).max() < 0.5
+
+
+def test_rigid_prealignment_keeps_a_rotation():
+    grid = oblique_grid((40, 44, 36), spacing=[1.0, 1.0, 1.0])
+    a = affine_prealign(blob_image(grid), blob_image(grid, centre_shift=[3.0, 0, 0]), rigid=True)
+    centre = grid.corners().mean(0)
+    assert np.linalg.norm(a[:3, :3] @ centre + a[:3, 3] - centre - [3.0, 0, 0]) < 1.0
+    lin = a[:3, :3]
+    assert np.allclose(lin.T @ lin, np.eye(3), atol=1e-6)
+
+
+def test_presets_match_the_documentation():
+    """docs/registration-engine.md's preset table lists exactly the settings in deepsim.presets."""
+    text = (ROOT / "docs" / "registration-engine.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+ steps[^|]+) \|", text, re.M)
+    documented = {}
+    for name, levels in rows:
+        documented[name] = [
+            tuple(float(v) for v in m)
+            for m in re.findall(
+                r"1/(\d+): (\d+) steps, lr ([\d.]+), smooth ([\d.]+), grid (\d+)", levels
+            )
+        ]
+    assert set(documented) == set(PRESETS)
+    for name, levels in PRESETS.items():
+        expected = [(lv.shrink, lv.steps, lv.lr, lv.smooth, lv.grid) for lv in levels]
+        assert documented[name] == expected
+        settings = engine_settings(name)
+        assert settings.levels == levels and settings.diffeomorphic
