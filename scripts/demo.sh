@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python scripts/make_demo_pair.py out/demo/input
-.venv/bin/deepsim register out/demo/input/fixed.nii.gz out/demo/input/moving.nii.gz --out out/demo \
-  --fixed-labels out/demo/input/fixed_labels.nii.gz --moving-labels out/demo/input/moving_labels.nii.gz "$@"
+.venv/bin/python scripts/make_demo_pair.py out/demo-input
+.venv/bin/deepsim register out/demo-input/fixed.nii.gz out/demo-input/moving.nii.gz --out out/demo \
+  --fixed-labels out/demo-input/fixed_labels.nii.gz --moving-labels out/demo-input/moving_labels.nii.gz "$@"
 echo "see out/demo/overview.png and out/demo/summary.json"

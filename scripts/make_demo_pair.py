@@ -71,4 +71,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "out/demo/input")
+    main(sys.argv[1] if len(sys.argv) > 1 else "out/demo-input")

@@ -14,6 +14,7 @@ to LPS), so spacing, direction and axis order live in one place.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -352,7 +353,9 @@ def sample_on_grid(values, src: Grid, dst: Grid, fixed_to_src: np.ndarray | None
     )
     theta = _normalized(src.shape) @ m @ np.linalg.inv(_normalized(dst.shape))
     theta = torch.as_tensor(theta[:d], dtype=torch.float32, device=vals.device)[None]
-    grid = F.affine_grid(theta, [1, vals.shape[0], *dst.shape], align_corners=True)
+    with warnings.catch_warnings():  # unit-size axes: handled in _normalized
+        warnings.filterwarnings("ignore", message=".*unit-size grids.*")
+        grid = F.affine_grid(theta, [1, vals.shape[0], *dst.shape], align_corners=True)
     out = F.grid_sample(
         vals[None], grid, mode="bilinear", padding_mode="border", align_corners=True
     )[0]
@@ -366,7 +369,8 @@ def _normalized(shape: tuple[int, ...]) -> np.ndarray:
     m = np.zeros((d + 1, d + 1))
     for axis, n in enumerate(shape):
         m[d - 1 - axis, axis] = 2.0 / max(n - 1, 1)
-    m[:d, d] = -1.0
+        # affine_grid puts the one sample of a unit-size axis at 0 (torch >= 1.3), not at -1
+        m[d - 1 - axis, d] = -1.0 if n > 1 else 0.0
     m[d, d] = 1.0
     return m
 

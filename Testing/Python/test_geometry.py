@@ -145,3 +145,18 @@ def test_grid_rejects_bad_matrices():
         Grid((4, 4, 4), np.eye(3))
     with pytest.raises(ValueError, match="singular"):
         Grid((4, 4), np.zeros((3, 3)))
+
+
+def test_sample_on_a_single_slice_grid_hits_the_slice():
+    """A unit-size axis in the destination (the overview's display slice) samples at that slice,
+    not half a voxel beside it; values linear in LPS are reproduced exactly."""
+    src = oblique_grid((12, 14, 10))
+    pts = src.world_points()
+    values = (0.7 * pts[..., 0] - 0.3 * pts[..., 1] + 0.2 * pts[..., 2])[None].astype(np.float32)
+    m = src.index_to_lps.copy()
+    m[:3, 3] = src.index_to_lps[:3] @ np.array([5.0, 3.0, 2.0, 1.0])  # start inside src
+    dst = Grid((1, 6, 5), m)
+    out = sample_on_grid(values, src, dst)[0]
+    q = dst.world_points()
+    expected = 0.7 * q[..., 0] - 0.3 * q[..., 1] + 0.2 * q[..., 2]
+    assert np.allclose(out, expected, atol=1e-3)
