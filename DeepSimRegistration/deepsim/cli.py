@@ -297,10 +297,12 @@ def cmd_models(args) -> int:
     if not models:
         print(f"no shipped models in {models_dir()}")
         return 1
+    from .presets import DEFAULT_PRESET, engine_settings
+
     for name, m in models.items():
         flag = " (default)" if m.default else ""
-        io = f", {m.default_io_steps} instance-optimisation steps" if m.default_io_steps else ""
-        print(f"{name:<16} {m.spatial_dims}D{flag}{io}  {m.description}")
+        sim = "+".join(f"{w:g}*{n}" for n, w in engine_settings(DEFAULT_PRESET, name).similarity)
+        print(f"{name:<16} {m.spatial_dims}D{flag}, refined by {sim}  {m.description}")
     return 0
 
 
