@@ -43,7 +43,6 @@ from .runner import RegistrationProcess, moduleEnvironment, pythonExecutable
 __all__ = [
     "DEVICES",
     "PRESETS",
-    "QUALITY_IO_STEPS",
     "HEATMAP_NAMES",
     "MODULE_DIR",
     "RegistrationSettings",
@@ -61,14 +60,12 @@ __all__ = [
     "applyRegistration",
     "showHeatmap",
     "saveOutputs",
-    "commandFlags",
     "similarityChoices",
     "inSlicerTerms",
 ]
 
 DEVICES = ("auto", "cuda", "cpu")
-PRESETS = ("recommended", "fast", "best")
-QUALITY_IO_STEPS = {"recommended": -1, "fast": 0, "best": 100}
+PRESETS = ("recommended", "fast", "best")  # menu order; the names of deepsim.presets.PRESETS
 """Instance-optimisation steps of each preset for a ``deepsim`` without ``--preset``."""
 HEATMAP_NAMES = ("deepsim_after", "deepsim_before", "ncc_after", "ncc_before")
 MODULE_DIR = Path(__file__).resolve().parents[1]
@@ -161,24 +158,11 @@ def defaultModelName(spatialDims: int) -> str | None:
         return None
 
 
-def _registerActions() -> list:
-    from deepsim.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    return sub.choices["register"]._actions
-
-
-def commandFlags() -> set[str]:
-    """Options ``deepsim register`` understands (read from its parser, no torch)."""
-    return {o for a in _registerActions() for o in a.option_strings}
-
-
 def similarityChoices() -> tuple:
-    """The similarities ``deepsim register --similarity`` accepts; empty while it has no such
-    option (the panel then offers only the model's own)."""
-    action = next((a for a in _registerActions() if "--similarity" in a.option_strings), None)
-    return tuple(action.choices or ()) if action is not None else ()
+    """The similarities ``deepsim register --similarity`` accepts, in menu order (no torch)."""
+    from deepsim.presets import SIMILARITIES
+
+    return SIMILARITIES
 
 
 _PANEL_NAMES = (
@@ -340,7 +324,6 @@ def startRegistration(
         raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {settings.device!r}")
     if settings.preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {settings.preset!r}")
-    flags = commandFlags()
     scene = fixedNode.GetScene()
     fixed = volumeToImage(fixedNode, scene)
     moving = volumeToImage(movingNode, scene, excludeTransform=outputTransform)
@@ -351,11 +334,6 @@ def startRegistration(
         files = {"fixed": fixed, "moving": moving}
         for role, node in masks.items():
             if node is not None:
-                if f"--{role}-mask" not in flags:
-                    raise ValueError(
-                        "this version of the deepsim library cannot use masks yet; set Fixed "
-                        "mask and Moving mask to None"
-                    )
                 files[f"{role}-mask"] = _maskImage(node, scene)
         paths = {}
         for role, image in files.items():
@@ -373,21 +351,13 @@ def startRegistration(
             command += ["--model", model]
         if not settings.affine:
             command.append("--no-affine")
+        command += ["--preset", settings.preset]
         ioSteps = int(settings.ioSteps)
-        if "--preset" in flags:
-            command += ["--preset", settings.preset]
-        elif ioSteps < 0:
-            ioSteps = QUALITY_IO_STEPS[settings.preset]
         if ioSteps >= 0:
             command += ["--io-steps", ioSteps]
         if settings.modelSpacing:
             command += ["--model-spacing", float(settings.modelSpacing)]
         if settings.similarity:
-            if "--similarity" not in flags:
-                raise ValueError(
-                    "this version of the deepsim library cannot override the similarity; set "
-                    "Advanced > Similarity to model default"
-                )
             command += ["--similarity", settings.similarity]
         for role in masks:
             if f"{role}-mask" in paths:

@@ -38,13 +38,13 @@ __all__ = [
     "catalogue_entry",
     "default_model",
     "resolve_model",
-    "SIMILARITIES",
+    "LOSS_SIMILARITIES",
 ]
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
 
-SIMILARITIES = ("deepsim", "ncc", "mse", "ncc_sup", "vgg")
+LOSS_SIMILARITIES = ("deepsim", "ncc", "mse", "ncc_sup", "vgg")
 
 
 class Cancelled(RuntimeError):
@@ -147,9 +147,9 @@ class LossSpec:
             d["lam"] = d.pop("lambda")
         d = _known(cls, d, "loss")
         name = d.get("similarity", cls.similarity)
-        if name not in SIMILARITIES:
+        if name not in LOSS_SIMILARITIES:
             raise ValueError(
-                f"loss.similarity must be one of {', '.join(SIMILARITIES)}; got {name!r}"
+                f"loss.similarity must be one of {', '.join(LOSS_SIMILARITIES)}; got {name!r}"
             )
         lam = float(d.get("lam", cls.lam))
         if not (math.isfinite(lam) and lam >= 0):
