@@ -25,8 +25,15 @@ import torch.nn.functional as F
 from .mind import mind_ssc
 from .presets import EngineSettings, LevelSettings
 from .regularizers import diffusion
-from .similarity import cosine_maps, local_ncc_map
-from .warp import compose, integrate_velocity, interp_mode, resize_displacement, warp
+from .similarity import DeepSimLoss, local_ncc_map
+from .warp import (
+    compose,
+    integrate_velocity,
+    interp_mode,
+    resize_displacement,
+    sample_at,
+    warp,
+)
 
 __all__ = [
     "EngineResult",
@@ -82,7 +89,7 @@ def _weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 class _Level:
     """Fixed data of one level: images, features, mask; evaluates the similarity of a field."""
 
-    def __init__(self, settings, shape, shrink, fixed, moving, fmask, mmask, extractor):
+    def __init__(self, settings, shape, shrink, fixed, moving, fmask, mmask, deepsim):
         self.settings, self.shape = settings, shape
         self.fixed = _downsample(fixed, shape, shrink)
         self.moving = _downsample(moving, shape, shrink)
@@ -90,17 +97,55 @@ class _Level:
         self.mmask = _downsample(mmask, shape, shrink) if mmask is not None else None
         terms = dict(settings.similarity)
         # DeepSim needs the extractor's own resolution: full resolution only
-        if "deepsim" in terms and (extractor is None or shrink != 1):
+        if "deepsim" in terms and (deepsim is None or shrink != 1):
             terms.pop("deepsim")
         if not terms:
             terms = {"ncc": 1.0}
-        self.terms, self.extractor = terms, extractor
+        self.terms, self.deepsim = terms, deepsim
         if "mind" in terms:
             self.fixed_mind = mind_ssc(self.fixed)
             self.moving_mind = mind_ssc(self.moving)
         if "deepsim" in terms:
             with torch.no_grad():
-                self.fixed_feats = extractor.features(self.fixed)
+                self.fixed_feats = deepsim.features(self.fixed)
+
+    def sampled(self, samples: int) -> bool:
+        """Whether ``samples`` random voxels stand in for the whole level (MIND alone)."""
+        return 0 < samples < self.fixed.numel() and self.terms.keys() == {"mind"}
+
+    def sampled_similarity(
+        self,
+        delta: torch.Tensor,
+        base: torch.Tensor | None,
+        samples: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """The MIND term at ``samples`` random voxels of the fixed mask of the field
+        ``phi_base o phi_delta`` (``delta`` on its parameter grid): the field, the moving
+        descriptors and the moving mask are interpolated at those points only."""
+        if not hasattr(self, "_candidates"):
+            w = self.fmask if self.fmask is not None else torch.ones_like(self.fixed)
+            self._weights = w.flatten()
+            self._candidates = torch.nonzero(self._weights > 0).flatten()
+            self._fixed_mind = self.fixed_mind.flatten(2)[0]
+        pick = torch.randint(len(self._candidates), (samples,), generator=generator)
+        # in memory order: the interpolation then reads neighbouring voxels (~3x faster on CPU)
+        idx = self._candidates[pick.sort().values.to(self._candidates.device)]
+        points = torch.stack(torch.unravel_index(idx, self.shape), 1).to(self.fixed.dtype)
+        ratio = torch.tensor(
+            [(p - 1) / max(n - 1, 1) for p, n in zip(delta.shape[2:], self.shape)],
+            dtype=points.dtype,
+            device=points.device,
+        )
+        u = sample_at(delta, points * ratio) / ratio
+        if base is not None:
+            u = u + sample_at(base, points + u)
+        target = points + u
+        ssd = (sample_at(self.moving_mind, target) - self._fixed_mind[:, idx].T).pow(2).mean(1)
+        w = self._weights[idx]
+        if self.mmask is not None:
+            w = w * sample_at(self.mmask, target.detach())[:, 0]
+        return self.terms["mind"] * _weighted_mean(ssd, w)
 
     def weight(self, u: torch.Tensor) -> torch.Tensor:
         w = self.fmask if self.fmask is not None else torch.ones_like(self.fixed)
@@ -122,12 +167,7 @@ class _Level:
                 ssd = (warp(self.moving_mind, u) - self.fixed_mind).pow(2).mean(1, keepdim=True)
                 total = total + lam * _weighted_mean(ssd, w)
             else:
-                maps = cosine_maps(self.extractor.features(warped), self.fixed_feats)
-                sims = []
-                for m in maps:
-                    wl = F.interpolate(w, size=m.shape[1:], mode=interp_mode(m.ndim - 1))
-                    sims.append(_weighted_mean(m.unsqueeze(1), wl))
-                total = total + lam * (1.0 - torch.stack(sims).mean())
+                total = total + lam * self.deepsim.masked(warped, self.fixed_feats, w)
         return total
 
 
@@ -167,22 +207,19 @@ def optimise(
     init: torch.Tensor | None = None,
     fixed_mask: torch.Tensor | None = None,
     moving_mask: torch.Tensor | None = None,
-    extractor: torch.nn.Module | None = None,
+    deepsim: DeepSimLoss | None = None,
     after_step: StepFn | None = None,
 ) -> EngineResult:
     """Register ``moving`` to ``fixed`` (``(1, 1, *shape)``, same grid); returns the field.
 
     ``init``: initial displacement (e.g. the network's), else identity (training-free).
     ``fixed_mask``/``moving_mask``: weights in [0, 1] restricting the similarity (None = all).
-    ``extractor``: a feature extractor with ``features(x)`` for the DeepSim similarity.
+    ``deepsim``: the model's DeepSim loss (its extractor, feature levels and level weights), for
+    the ``deepsim`` similarity.
     ``after_step(done, total)`` runs after every step (progress, cancellation by raising)."""
     settings = settings or EngineSettings()
     shape = tuple(fixed.shape[2:])
     dims = len(shape)
-    if extractor is not None:
-        extractor.eval()
-        for prm in extractor.parameters():
-            prm.requires_grad_(False)
     fixed, moving = fixed.float(), moving.float()
     zero = fixed.new_zeros((1, dims, *shape))
     total_steps = sum(lv.steps for lv in settings.levels)
@@ -194,34 +231,45 @@ def optimise(
         lshape = _level_shape(shape, shrink)
         if lshape not in levels:
             levels[lshape] = _Level(
-                settings, lshape, shrink, fixed, moving, fixed_mask, moving_mask, extractor
+                settings, lshape, shrink, fixed, moving, fixed_mask, moving_mask, deepsim
             )
         return levels[lshape]
 
     # the finest level judges the initial and the final field (for the caller's fallback check)
     judge = level_for(min(lv.shrink for lv in settings.levels))
 
+    finest = min(settings.levels, key=lambda lv: lv.shrink)
+    judge_samples = 4 * finest.samples if judge.sampled(4 * finest.samples) else 0
+
     def judge_loss(u: torch.Tensor | None) -> float:
         with torch.no_grad():
-            u = zero if u is None else u
-            return float(judge.similarity(resize_displacement(u, judge.shape)))
+            u = resize_displacement(zero if u is None else u, judge.shape)
+            if judge_samples:  # the same points for every field judged
+                gen = torch.Generator().manual_seed(1)
+                return float(judge.sampled_similarity(u, None, judge_samples, gen))
+            return float(judge.similarity(u))
 
     loss_init = judge_loss(base)
     loss_identity = judge_loss(None) if base is not None else loss_init
     steps_run = []
+    generator = torch.Generator().manual_seed(0)  # the same samples on every run
     for lv in settings.levels:
         level = level_for(lv.shrink)
         lshape = level.shape
         lbase = resize_displacement(base, lshape) if base is not None else None
         pshape = _level_shape(lshape, lv.grid) if lv.grid > 1 else lshape
         p = fixed.new_zeros((1, dims, *pshape), requires_grad=True)
+        sampled = level.sampled(lv.samples)
         opt = torch.optim.Adam([p], lr=lv.lr)
         history: list[float] = []
         for _ in range(lv.steps):
             opt.zero_grad(set_to_none=True)
             delta = _update(p, lv, settings)
-            u = _field(delta, lshape, lbase)
-            loss = level.similarity(u) + settings.regularization * diffusion(delta)
+            if sampled:
+                sim = level.sampled_similarity(delta, lbase, lv.samples, generator)
+            else:
+                sim = level.similarity(_field(delta, lshape, lbase))
+            loss = sim + settings.regularization * diffusion(delta)
             loss.backward()
             opt.step()
             history.append(float(loss.detach()))

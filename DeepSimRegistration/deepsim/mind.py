@@ -34,11 +34,15 @@ def _shift(x: torch.Tensor, offset: tuple[int, ...]) -> torch.Tensor:
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a ``(2 radius + 1)^D`` box, edges replicated: a sum of shifted slices per axis
+    (several times faster on CPU than a 3D average pooling)."""
     dims = x.ndim - 2
     k = 2 * radius + 1
-    pool = {2: F.avg_pool2d, 3: F.avg_pool3d}[dims]
-    padded = F.pad(x, [radius] * (2 * dims), mode="replicate")
-    return pool(padded, k, stride=1)
+    x = F.pad(x, [radius] * (2 * dims), mode="replicate")
+    for axis in range(2, x.ndim):
+        n = x.shape[axis] - 2 * radius
+        x = sum(x.narrow(axis, i, n) for i in range(k))
+    return x / k**dims
 
 
 def mind_ssc(image: torch.Tensor, radius: int = 1, dilation: int = 2) -> torch.Tensor:
@@ -59,9 +63,7 @@ def mind_ssc(image: torch.Tensor, radius: int = 1, dilation: int = 2) -> torch.T
         if sum((p - q) ** 2 for p, q in zip(a, b)) == 2 * dilation**2
     ]
     x = image.float()
-    dist = torch.cat(
-        [_box_mean((_shift(x, a) - _shift(x, b)) ** 2, radius) for a, b in pairs], dim=1
-    )
+    dist = _box_mean(torch.cat([(_shift(x, a) - _shift(x, b)) ** 2 for a, b in pairs], 1), radius)
     dist = dist - dist.amin(dim=1, keepdim=True)
     var = dist.mean(dim=1, keepdim=True)
     mean_var = var.mean()

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .api import CancelFn, Cancelled, Preprocessing, ProgressFn, RegistrationOptions, Summary
+from .api import (
+    CancelFn,
+    Cancelled,
+    LossSpec,
+    Preprocessing,
+    ProgressFn,
+    RegistrationOptions,
+    Summary,
+)
 from .engine import foreground_mask, optimise
 from .geometry import Grid, Image, model_grid, overlap_fraction, resample, sample_on_grid
 from .inputs import check_labels, check_model_spacing, check_pipeline_size
@@ -27,7 +35,7 @@ from .modelio import LoadedModel
 from .preprocess import check_finite_nonconstant, normalize_intensity
 from .presets import engine_settings
 from .regularizers import diffusion
-from .similarity import deepsim_map, local_ncc_map
+from .similarity import build_similarity, deepsim_map, local_ncc_map
 from .warp import warp
 
 __all__ = [
@@ -326,12 +334,15 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
     init = _predict(model, fixed_m, moving_m, device) if opts.network else None
     if opts.io_steps == 0:
         return (init if init is not None else f.new_zeros((1, f.ndim - 2, *f.shape[2:]))), {}
-    names = dict(settings.similarity)
-    extractor = model.extractor if model is not None else None
-    if "deepsim" in names and extractor is None:
-        raise ValueError(
-            "the DeepSim similarity needs a model with a feature extractor; use ncc or mind"
-        )
+    deepsim = None
+    if "deepsim" in dict(settings.similarity):
+        if model is None or model.extractor is None:
+            raise ValueError(
+                "the DeepSim similarity needs a model with a feature extractor; use ncc or mind"
+            )
+        # the model's own feature levels and level weights when it was trained with DeepSim
+        spec = model.loss if model.loss.similarity == "deepsim" else LossSpec()
+        deepsim = build_similarity(spec, model.extractor.to(device))
     fmask = _to_tensor(masks["fixed"], device) if masks["fixed"] is not None else None
     mmask = _to_tensor(masks["moving"], device) if masks["moving"] is not None else None
     if fmask is None and mmask is None:
@@ -349,7 +360,7 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
         init,
         fmask,
         mmask,
-        extractor.to(device) if "deepsim" in names else None,
+        deepsim,
         after_step,
     )
     disp, kept = res.disp, "engine"

@@ -103,7 +103,11 @@ def deepsim_loss_from_features(
     feats_a: list[torch.Tensor], feats_b: list[torch.Tensor], weights: list[float] | None = None
 ) -> torch.Tensor:
     """``1 - sum_l w_l mean(cos_l)`` with equal weights by default; in ``[0, 2]``, minimise."""
-    means = torch.stack([m.mean() for m in cosine_maps(feats_a, feats_b)])
+    return _one_minus_weighted([m.mean() for m in cosine_maps(feats_a, feats_b)], weights)
+
+
+def _one_minus_weighted(level_means: list[torch.Tensor], weights) -> torch.Tensor:
+    means = torch.stack(level_means)
     if weights is None:
         return 1.0 - means.mean()
     w = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
@@ -135,7 +139,8 @@ class DeepSimLoss(nn.Module):
         self.extractor.eval()
         return self
 
-    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The levels this loss compares, of ``x``."""
         self.extractor.eval()
         if self.levels is None:
             return self.extractor.features(x)
@@ -144,9 +149,20 @@ class DeepSimLoss(nn.Module):
 
     def forward(self, warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = self._features(fixed)
+            target = self.features(fixed)
         with torch.autocast(device_type=warped.device.type, enabled=False):
-            return deepsim_loss_from_features(self._features(warped), target, self.weights)
+            return deepsim_loss_from_features(self.features(warped), target, self.weights)
+
+    def masked(
+        self, warped: torch.Tensor, fixed_feats: list[torch.Tensor], weight: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss with each level's cosine map averaged under ``weight`` ``(1, 1, *spatial)``
+        (resampled to the level), against precomputed ``fixed_feats``."""
+        means = []
+        for m in cosine_maps(self.features(warped), fixed_feats):
+            w = F.interpolate(weight, size=m.shape[1:], mode=interp_mode(m.ndim - 1))
+            means.append((m.unsqueeze(1) * w).sum() / w.sum().clamp_min(1e-6))
+        return _one_minus_weighted(means, self.weights)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, weights={self.weights}"

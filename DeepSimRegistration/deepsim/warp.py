@@ -22,6 +22,7 @@ __all__ = [
     "compose_affine",
     "resize_displacement",
     "interp_mode",
+    "sample_at",
 ]
 
 
@@ -87,6 +88,22 @@ def warp(
     if image.dtype != grid.dtype:
         grid = grid.to(image.dtype)
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+
+
+def sample_at(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``image`` ``(1, C, *spatial)`` sampled linearly (edge repeated) at ``points`` ``(N, D)``,
+    voxel indices in tensor order; returns ``(N, C)``. Differentiable in both."""
+    dims = points.shape[1]
+    if image.ndim != dims + 2 or image.shape[0] != 1:
+        raise ValueError(
+            f"sample_at(): image must be (1, C, *spatial) with {dims} axes, got {tuple(image.shape)}"
+        )
+    shape = image.shape[2:]
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape], device=points.device)
+    grid = (points * scale.to(points.dtype) - 1.0).flip(-1)
+    grid = grid.view(1, -1, *([1] * (dims - 1)), dims).to(image.dtype)
+    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(image.shape[1], -1).T
 
 
 def compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:

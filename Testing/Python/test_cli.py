@@ -119,7 +119,7 @@ def test_preset_similarity_and_io_steps_reach_the_engine(pair2d, tmp_path, tiny_
             assert summary["preset"] == "fast"
             assert summary["engine"]["similarity"] == {"ncc": 1.0, "mind": 2.0}
             assert [lv["shrink"] for lv in summary["engine"]["levels"]] == [
-                lv.shrink for lv in PRESETS["fast"]
+                lv.shrink for lv in PRESETS["fast"]["levels"]
             ]
     assert "invalid choice: 'foo'" in _error(
         "register", f, m, "--out", tmp_path / "x", "--model", tiny_model_2d, "--similarity", "foo"
