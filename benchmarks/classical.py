@@ -1,18 +1,25 @@
-"""DeepSim against the classical tools, ANTs SyN and elastix, on the same held-out 3D pairs.
+"""DeepSim against the classical tools (ANTs, elastix, ConvexAdam) on the same held-out 3D pairs.
 
 Methods (each returns the complete fixed -> moving mapping as a displacement on the fixed grid):
 
-* ``deepsim``: :func:`deepsim.register.register` with the shipped ``brain-3d`` model (affine
-  pre-alignment + network), and ``deepsim_io20`` with 20 instance-optimisation steps;
-* ``ants_syn``: ``ants.registration(type_of_transform="SyN")`` (affine + SyN, antspyx defaults);
-* ``elastix``: itk-elastix with the default ``affine`` then ``bspline`` parameter maps.
+* ``deepsim``, ``deepsim_fast``, ``deepsim_best``: :func:`deepsim.register.register` with the
+  shipped ``brain-3d`` model (robust affine + network + the engine's ``recommended``, ``fast`` and
+  ``best`` presets), ``deepsim_net``: the network alone;
+* ANTs (antspyx) as its users run it: ``ants_syn_s`` and ``ants_synquick_s`` (the
+  ``antsRegistrationSyN[Quick].sh`` presets), ``ants_syncc`` (SyN with CC; not in the default
+  list: ``ants_syn_s`` is already CC SyN down to full resolution), and ``ants_syn``, the antspyx
+  default ``SyN`` (Mattes MI, no full-resolution level), labelled as such;
+* ``elastix_brain``: itk-elastix, default affine map then the published brain B-spline settings
+  in ``benchmarks/elastix/brain_bspline.txt`` (elastix model zoo Par0035); ``elastix``: the
+  default affine and B-spline maps;
+* ``convexadam``: ConvexAdam (PyPI ``convexadam``), MIND, its defaults, CPU.
 
 Every method goes through ONE evaluation function (:func:`evaluate`): moving labels warped by
 nearest neighbour through the displacement (SimpleITK), Dice per label and mean foreground Dice,
 folding % and std log|J| of the signed Jacobian of the field in mm, endpoint error in mm against
-the known displacement (semi-synthetic pairs), and runtime.
+the known displacement (semi-synthetic and phantom pairs), and runtime.
 
-How the tools' transforms become fields, one way for both: the LPS coordinates of a padded copy of
+How the tools' transforms become fields, one way for all: the LPS coordinates of a padded copy of
 the moving grid are written as three scalar images and resampled onto the fixed grid by each tool
 itself (linear interpolation, which is exact for a linear function). That gives ``T(x)``, the
 moving point each tool pulls fixed point ``x`` from, so ``d(x) = T(x) - x`` in LPS mm, the
@@ -20,13 +27,16 @@ convention of ``deepsim register``'s ``displacement.nii.gz``. A translation sani
 shift of the moving image) runs first and is stored with the results, and every pair records how
 well each tool's own warped image matches the moving image resampled through the converted field.
 
-Pairs (all held out of the model's training): semi-synthetic ``mni2009a`` pairs with known
-deformations, and the real inter-template pairs fsaverage <-> mni2009a (tissue classes) and
-mni2009a <-> mni6asym (brain mask), on the common 2 mm grid (96 x 112 x 96).
+Pairs (all held out of the model's training), on the common 2 mm grid (96 x 112 x 96) unless
+stated: semi-synthetic ``mni2009a`` pairs with known deformations; the real inter-template pairs
+fsaverage <-> mni2009a (tissue classes) and mni2009a <-> mni6asym (brain mask); a whole-head pair
+(fsaverage ``T1.mgz`` with skull and scalp -> the skull-stripped mni2009a, brain-mask Dice); and
+a non-brain pair (a random-shape phantom under a known 4 mm smooth motion on an oblique,
+anisotropic grid, :mod:`phantom_gate`).
 
 Usage::
 
-    python benchmarks/classical.py --pairs 3
+    python benchmarks/classical.py --pairs 2 --template-pairs 1
 """
 
 from __future__ import annotations
@@ -129,20 +139,30 @@ def run_ants(
     return mapped, warped.transpose(*reversed(range(warped.ndim))), runtime
 
 
-def run_elastix(fixed_path: Path, moving_path: Path, coords: list[Path], threads: int):
+ELASTIX_BRAIN = Path(__file__).resolve().parent / "elastix" / "brain_bspline.txt"
+
+
+def run_elastix(
+    fixed_path: Path, moving_path: Path, coords: list[Path], threads: int, brain: bool = False
+):
+    """elastix's default affine map, then the default B-spline map or (``brain``) the published
+    brain B-spline settings of :data:`ELASTIX_BRAIN`."""
     import itk
 
     fixed = itk.imread(str(fixed_path), itk.F)
     moving = itk.imread(str(moving_path), itk.F)
     params = itk.ParameterObject.New()
     params.AddParameterMap(params.GetDefaultParameterMap("affine"))
-    bspline = params.GetDefaultParameterMap("bspline")
-    # The default B-spline map adds a TransformBendingEnergyPenalty metric; with it, itk-elastix
-    # 0.25.4 segfaults here in the ASGD automatic parameter estimation ("Sampling gradients"),
-    # so the B-spline stage runs on Mattes MI alone (otherwise the default map).
-    bspline["Metric"] = ["AdvancedMattesMutualInformation"]
-    bspline["Registration"] = ["MultiResolutionRegistration"]
-    params.AddParameterMap(bspline)
+    if brain:
+        params.AddParameterFile(str(ELASTIX_BRAIN))
+    else:
+        bspline = params.GetDefaultParameterMap("bspline")
+        # The default B-spline map adds a TransformBendingEnergyPenalty metric; with it,
+        # itk-elastix 0.25.4 segfaults here in the ASGD automatic parameter estimation
+        # ("Sampling gradients"), so this stage runs on Mattes MI alone (else the default map).
+        bspline["Metric"] = ["AdvancedMattesMutualInformation"]
+        bspline["Registration"] = ["MultiResolutionRegistration"]
+        params.AddParameterMap(bspline)
     t0 = time.perf_counter()
     warped, transform = itk.elastix_registration_method(
         fixed, moving, parameter_object=params, log_to_console=False, number_of_threads=threads
@@ -286,7 +306,50 @@ def load_pairs(args) -> list[dict]:
                     "gt_mm": None,
                 }
             )
+    if args.whole_head:
+        pairs.append(whole_head_pair(grid))
+    if args.phantom:
+        pairs.append(phantom_benchmark_pair())
     return pairs
+
+
+def whole_head_pair(grid) -> dict:
+    """fsaverage with skull and scalp -> the skull-stripped mni2009a template; labels: brain
+    masks (aseg > 0, the template's brain mask), so Dice measures brain-outline alignment."""
+    from deepsim.geometry import Image
+    from deepsim.training.anatomy import load_anatomy, whole_head
+
+    fixed, fixed_labels, _ = load_anatomy("mni2009a")
+    moving_labels = load_anatomy("fsaverage")[1]
+    return {
+        "set": "whole_head",
+        "id": "fsaverage T1 (whole head) -> mni2009a (skull-stripped), brain mask",
+        "fixed": Image(fixed.astype(np.float32), grid),
+        "moving": Image(whole_head(), grid),
+        "fixed_labels": Image((fixed_labels > 0).astype(np.int16), grid),
+        "moving_labels": Image((moving_labels > 0).astype(np.int16), grid),
+        "gt_mm": None,
+    }
+
+
+def phantom_benchmark_pair(seed: int = 0) -> dict:
+    """The non-brain pair: :func:`phantom_gate.phantom_pair` (random shapes, known smooth motion
+    of peak 4 mm, oblique anisotropic grid with a non-zero origin)."""
+    from phantom_gate import phantom_grid, phantom_pair
+
+    from deepsim.geometry import Image
+
+    grid = phantom_grid()
+    p = phantom_pair(seed, grid)
+    return {
+        "set": "non_brain",
+        "id": f"random-shape phantom {seed} (oblique {grid.shape} grid)",
+        "fixed": Image(p["fixed"][0, 0].numpy(), grid),
+        "moving": Image(p["moving"][0, 0].numpy(), grid),
+        "fixed_labels": Image(p["fixed_labels"][0, 0].numpy().astype(np.int16), grid),
+        "moving_labels": Image(p["moving_labels"][0, 0].numpy().astype(np.int16), grid),
+        "gt_mm": gt_field_mm(p["disp"][0].numpy(), grid),
+    }
 
 
 def translation_pair(shift_mm: np.ndarray) -> dict:
@@ -345,9 +408,9 @@ def run_pair(pair: dict, methods: list[str], model, args, folder: Path) -> list[
                 disp = field_from_coordinates(mapped, grid)
             elif method == "convexadam":
                 disp, tool_warped, runtime = run_convexadam(pair["fixed"], pair["moving"])
-            elif method == "elastix":
+            elif method in ("elastix", "elastix_brain"):
                 mapped, tool_warped, runtime = run_elastix(
-                    fixed_path, moving_path, coords, args.threads
+                    fixed_path, moving_path, coords, args.threads, method == "elastix_brain"
                 )
                 disp = field_from_coordinates(mapped, grid)
             elif method in DEEPSIM_IO:
@@ -386,9 +449,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--methods",
         default="deepsim,deepsim_fast,deepsim_best,deepsim_net,ants_syn,ants_synquick_s,"
-        "ants_syn_s,ants_syncc,elastix,convexadam",
+        "ants_syn_s,elastix_brain,elastix,convexadam",
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--no-whole-head", dest="whole_head", action="store_false", help="skip the whole-head pair"
+    )
+    parser.add_argument(
+        "--no-phantom", dest="phantom", action="store_false", help="skip the non-brain pair"
+    )
     parser.add_argument("--threads", type=int, default=2, help="threads for every method")
     parser.add_argument("--no-sanity", action="store_true", help="skip the translation check")
     parser.add_argument("--out", type=Path, default=RESULTS / "classical.json")
@@ -415,7 +484,8 @@ def main(argv=None) -> int:
     model_path = resolve_model("brain-3d", 3)
     model_note = str(model_path.relative_to(ROOT))
     model = load_model(model_path, spatial_dims=3)
-    tools = [(t, "ants") for t in ANTS_PRESETS] + [("elastix", "itk"), ("convexadam", "convexAdam")]
+    tools = [(t, "ants") for t in ANTS_PRESETS] + [("elastix", "itk"), ("elastix_brain", "itk")]
+    tools += [("convexadam", "convexAdam")]
     for tool, module in tools:
         if tool in methods:
             try:
@@ -454,7 +524,7 @@ def main(argv=None) -> int:
     for r in records:  # files written before the templates were split by label scheme
         if r["set"] == "templates":
             r["set"] = "templates_" + r["pair"].rsplit("(", 1)[1].rstrip(")")
-    order = [*DEEPSIM_IO, *ANTS_PRESETS, "elastix", "convexadam"]
+    order = [*DEEPSIM_IO, *ANTS_PRESETS, "elastix_brain", "elastix", "convexadam"]
     methods = sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
     all_methods = ["identity"] + methods
     sets = sorted({r["set"] for r in records}, key=lambda s: (s != "semi_synthetic", s))
@@ -498,6 +568,11 @@ def main(argv=None) -> int:
             "elastix": "itk-elastix default 'affine' + 'bspline' parameter maps, the B-spline map "
             "without its bending-energy penalty term (that term segfaults in itk-elastix 0.25.4 "
             "on this machine)",
+            "elastix_brain": "itk-elastix default 'affine' map, then "
+            "benchmarks/elastix/brain_bspline.txt (the elastix model zoo's Par0035 brain "
+            "B-spline settings: MI, 3 resolutions, 5 mm final control-point spacing, ASGD 500 "
+            "iterations x 5000 random samples per resolution)",
+            "non_brain": "the brain-3d model (no general 3D model ships yet) with the same presets",
             "deepsim": "register() as 'deepsim register' runs it: robust affine + network + the "
             "multi-resolution engine with the 'recommended' preset; deepsim_fast / deepsim_best: "
             "the other presets; deepsim_net: network only; heatmaps off",

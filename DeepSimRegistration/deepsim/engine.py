@@ -37,6 +37,7 @@ from .warp import (
 
 __all__ = [
     "EngineResult",
+    "auto_masks",
     "foreground_mask",
     "optimise",
 ]
@@ -68,6 +69,24 @@ def foreground_mask(image: torch.Tensor, dilation: int = 2) -> torch.Tensor:
     if mask.mean() < 0.01 or mask.mean() > 0.99:
         return torch.ones_like(image)
     return mask
+
+
+def auto_masks(
+    fixed: torch.Tensor, moving: torch.Tensor, ratio: float = 1.5
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The masks used when the user gives none: ``(fixed_mask, moving_mask)``.
+
+    When both images show about the same extent of foreground (both skull-stripped, or both not),
+    the fixed foreground dilated by 2 voxels, so the object's outline counts. When one shows more
+    than ``ratio`` times the other's (a skull-stripped brain against a whole head), each image's
+    own foreground, undilated: the similarity is taken only where both show the object, so the
+    other image's skull and scalp pull nothing (with the dilated mask, they pulled the brain
+    outline: brain-mask Dice 0.869 after the affine fell to 0.825; with these, 0.926)."""
+    f0, m0 = foreground_mask(fixed, dilation=0), foreground_mask(moving, dilation=0)
+    extent = float(m0.mean()) / max(float(f0.mean()), 1e-6)
+    if 1 / ratio <= extent <= ratio:
+        return foreground_mask(fixed), None
+    return f0, m0
 
 
 def _level_shape(shape: tuple[int, ...], shrink: int) -> tuple[int, ...]:

@@ -26,7 +26,7 @@ from .api import (
     RegistrationOptions,
     Summary,
 )
-from .engine import foreground_mask, optimise
+from .engine import auto_masks, optimise
 from .geometry import Grid, Image, model_grid, overlap_fraction, resample, sample_on_grid
 from .inputs import check_labels, check_model_spacing, check_pipeline_size
 from .jacobian import jacobian_det
@@ -345,8 +345,10 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
         deepsim = build_similarity(spec, model.extractor.to(device))
     fmask = _to_tensor(masks["fixed"], device) if masks["fixed"] is not None else None
     mmask = _to_tensor(masks["moving"], device) if masks["moving"] is not None else None
+    mask_kind = "given"
     if fmask is None and mmask is None:
-        fmask = foreground_mask(f)
+        fmask, mmask = auto_masks(f, m)
+        mask_kind = "auto" if mmask is None else "auto, each image's own foreground"
 
     def after_step(done: int, total: int) -> None:
         stages.check()
@@ -380,7 +382,7 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
             "start": res.loss_init,
             "final": res.loss,
         },
-        "mask": "given" if masks["fixed"] is not None or masks["moving"] is not None else "auto",
+        "mask": mask_kind,
     }
     return disp, info
 

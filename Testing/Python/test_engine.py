@@ -112,6 +112,47 @@ def test_random_sampling_recovers_a_displacement_like_every_voxel():
     assert torch.equal(run(1500), sampled)
 
 
+def test_automatic_masks_ignore_a_skull_only_one_image_has():
+    """A skull-stripped textured disc against the same disc inside a bright ring (a whole head),
+    shifted: each image's own undilated foreground is the mask, and training-free registration
+    with those masks raises the disc's Dice; two stripped images keep the dilated fixed
+    foreground. (What the choice prevents is measured on real scans by benchmarks/classical.py's
+    whole-head pair.)"""
+    from deepsim.engine import auto_masks, foreground_mask
+
+    shape = (72, 72)
+    yy, xx = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in shape), indexing="ij")
+
+    def head(cy, cx, skull):
+        r = ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt()
+        brain = (r < 20).float()
+        img = brain * (0.6 + 0.3 * torch.sin((yy - cy) / 2.5) * torch.cos((xx - cx) / 3.0))
+        if skull:
+            img = img + 0.9 * ((r > 23) & (r < 30)).float()
+        return img[None, None], brain[None, None]
+
+    fixed, fixed_brain = head(36.0, 36.0, skull=False)
+    moving, moving_brain = head(38.0, 34.5, skull=True)
+    fmask, mmask = auto_masks(fixed, moving)
+    assert torch.equal(fmask, foreground_mask(fixed, dilation=0)) and mmask is not None
+    assert float(mmask.mean()) > 1.5 * float(fmask.mean())
+    stripped, _ = head(38.0, 34.5, skull=False)
+    fmask2, mmask2 = auto_masks(fixed, stripped)
+    assert mmask2 is None and torch.equal(fmask2, foreground_mask(fixed))
+
+    levels = (LevelSettings(2, 40, 0.5), LevelSettings(1, 40, 0.3))
+    res = optimise(
+        fixed, moving, EngineSettings(levels=levels), fixed_mask=fmask, moving_mask=mmask
+    )
+    dice = {}
+    for name, u in (("identity", torch.zeros_like(res.disp)), ("engine", res.disp)):
+        warped = warp(moving_brain, u) > 0.5
+        dice[name] = float(
+            2 * (warped & (fixed_brain > 0)).sum() / (warped.sum() + fixed_brain.sum())
+        )
+    assert dice["engine"] > dice["identity"] + 0.02, dice
+
+
 def test_mask_excludes_what_it_should_and_nothing_else():
     """A bright blob added to the moving image outside the fixed mask: with the mask the field is
     the same as without the blob; without the mask the blob pulls the field near it."""

@@ -54,6 +54,7 @@ __all__ = [
     "reference_image",
     "slices",
     "tissue_labels",
+    "whole_head",
 ]
 
 logger = logging.getLogger(__name__)
@@ -380,6 +381,22 @@ _MNI6_OTHER = 100  # mni6asym: brain-mask voxels that are not Harvard-Oxford cor
 
 def _cache_path(name: str) -> Path:
     return cache_dir() / f"anatomy_{name}_2mm_v{_CACHE_VERSION}.npz"
+
+
+def whole_head() -> np.ndarray:
+    """fsaverage's ``T1.mgz`` (intensity-normalised T1 with skull and scalp, the same space as
+    ``brain.mgz``) on the common grid, ``(z, y, x)`` float32, scaled like :func:`load_anatomy`
+    (the 99.9th percentile of the brain voxels -> 1, so the scalp may exceed 1)."""
+    files = _files("fsaverage")
+    if files is None:
+        raise FileNotFoundError(
+            "whole_head(): needs the package: pip install --no-deps "
+            f"{ANATOMIES['fsaverage']['pip'].split(' ')[0]}"
+        )
+    image = _resample(read_mgh(files["image"].parent / "T1.mgz"), sitk.sitkLinear, smooth=True)
+    brain = load_anatomy("fsaverage")[1] > 0
+    scale = float(np.percentile(image[brain], 99.9)) or 1.0
+    return (np.clip(image, 0.0, None) / scale).astype(np.float32)
 
 
 def load_anatomy(name: str, rebuild: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
