@@ -181,12 +181,14 @@ def run_elastix(
 
 
 DEEPSIM_IO = {
-    "deepsim": ("recommended", None),
-    "deepsim_fast": ("fast", None),
-    "deepsim_best": ("best", None),
-    "deepsim_net": ("recommended", 0),
+    "deepsim": ("recommended", None, True),
+    "deepsim_fast": ("fast", None, True),
+    "deepsim_best": ("best", None, True),
+    "deepsim_net": ("recommended", 0, True),
+    "deepsim_affine": ("recommended", 0, False),
 }
-"""(preset, io_steps) per DeepSim variant: the engine's presets, and the network alone."""
+"""(preset, io_steps, network) per DeepSim variant: the engine's presets, the network alone, and
+the robust affine alone (the reference for "never worse than its affine")."""
 
 
 def run_convexadam(fixed, moving):
@@ -214,9 +216,14 @@ def run_deepsim(model, fixed, moving, variant: tuple[str, int | None]):
     from deepsim.api import RegistrationOptions
     from deepsim.register import register
 
-    preset, io_steps = variant
+    preset, io_steps, network = variant
     opts = RegistrationOptions(
-        device="cpu", preset=preset, io_steps=io_steps, heatmaps=False, warped=True
+        device="cpu",
+        preset=preset,
+        io_steps=io_steps,
+        network=network,
+        heatmaps=False,
+        warped=True,
     )
     t0 = time.perf_counter()
     result = register(fixed, moving, model, opts)
@@ -448,8 +455,8 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--methods",
-        default="deepsim,deepsim_fast,deepsim_best,deepsim_net,ants_syn,ants_synquick_s,"
-        "ants_syn_s,elastix_brain,elastix,convexadam",
+        default="deepsim,deepsim_fast,deepsim_best,deepsim_net,deepsim_affine,ants_syn,"
+        "ants_synquick_s,ants_syn_s,elastix_brain,elastix,convexadam",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(

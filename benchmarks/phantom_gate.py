@@ -7,10 +7,10 @@ through :func:`deepsim.register.register` (what ``deepsim register`` does), and 
 :func:`deepsim.scoring.score_on_fixed_grid_mm`: endpoint error in mm over the foreground, Dice,
 folding, runtime. Rows per model:
 
-* ``default``: the model's own settings (network + its default instance optimisation);
+* ``default``: as ``deepsim register`` runs it (network + the engine's ``recommended`` preset);
 * ``network only``: ``io_steps = 0``;
-* ``io only``: the same instance optimisation from the identity (the network's output zeroed),
-  so the two rows above show what the network adds.
+* ``engine only``: the same engine from the identity (the network's output zeroed), so the two
+  rows above show what the network adds.
 
 Gate (issue 11): ``default`` endpoint error below half of identity's on every pair, Dice above
 identity's, runtime <= 5 s.
@@ -132,11 +132,11 @@ def main(argv=None) -> int:
     results = {"identity": {"identity": identity_rows(pairs, grid)}}
     for name in names:
         model = load_model(cat[name].path if name in cat else Path(name), spatial_dims=3)
-        steps = model.info.default_io_steps
-        results[name] = {f"default (io {steps})": run(model, pairs, grid)}
-        results[name]["network only"] = run(model, pairs, grid, io_steps=0)
-        if steps:
-            results[name][f"io only ({steps})"] = run(zero_network(model), pairs, grid)
+        results[name] = {
+            "default (recommended)": run(model, pairs, grid),
+            "network only": run(model, pairs, grid, io_steps=0),
+            "engine only": run(zero_network(model), pairs, grid),
+        }
     ident = results["identity"]["identity"]
     table, verdict = [], {}
     for name, variants in results.items():

@@ -8,6 +8,8 @@ SETS = {
     "templates_tissue": "real pairs fsaverage ↔ mni2009a (GM, WM, CSF)",
     "templates_cortex": "real pairs fsaverage ↔ mni6asym (cortex, other brain)",
     "templates_brain": "real pairs mni2009a ↔ mni6asym (brain mask)",
+    "whole_head": "whole head → skull-stripped (fsaverage T1 → mni2009a, brain mask)",
+    "non_brain": "non-brain phantom (known motion, oblique grid)",
     "all": "all test pairs",
 }
 

@@ -3,6 +3,7 @@
 # virtual environment. They are benchmark-only dependencies: the library never imports them.
 #   ANTs SyN  : antspyx      (pip install antspyx)
 #   elastix   : itk-elastix  (pip install itk-elastix; pulls itk)
+#   ConvexAdam: convexadam   (pip install convexadam; torch-based)
 # Usage: bash benchmarks/setup.sh [path/to/venv]   (default: .venv at the repository root)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,10 +17,15 @@ fi
 # the venv (both stay inside deepsim's supported ranges). scipy and matplotlib are needed by the
 # benchmark scripts themselves (Wilcoxon tests, figures).
 "$PY" -m pip install --disable-pip-version-check "antspyx>=0.5" "itk-elastix>=0.20" "scipy>=1.10" \
+    nibabel scikit-learn \
     "matplotlib>=3.7"
+# --no-deps: convexadam requires a bare torch, which would replace the CPU build with a CUDA one
+# (its other requirements, nibabel and scikit-learn, are installed above)
+"$PY" -m pip install --disable-pip-version-check --no-deps "convexadam>=0.2"
 "$PY" - <<'PY'
 import ants
 import itk
+from convexAdam.convex_adam_MIND import convex_adam_pt  # noqa: F401
 
 print("antspyx", ants.__version__)
 print("itk", itk.Version.GetITKVersion(), "with elastix:", hasattr(itk, "ElastixRegistrationMethod"))

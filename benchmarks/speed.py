@@ -4,14 +4,15 @@ Per 3D size (1 mm volumes: 64^3, 96 x 112 x 96, 160 x 192 x 224 in x, y, z), eac
 fresh subprocess so its peak memory (``ru_maxrss``) is its own:
 
 * ``forward``: the registration network alone on the model grid (median of ``--repeats``);
-* ``e2e``: read both files -> :func:`deepsim.register.register` (affine pre-alignment, network,
-  field on the fixed grid, warped image, similarity heatmaps) -> :func:`write_outputs`, timed
-  inside the process (after imports);
-* ``e2e_io20``: the same with 20 instance-optimisation steps;
+* ``e2e``: read both files -> :func:`deepsim.register.register` with the default ``recommended``
+  preset (robust affine, network, the multi-resolution engine, field on the fixed grid, warped
+  image, similarity heatmaps) -> :func:`write_outputs`, timed inside the process (after imports);
+* ``e2e_fast``: the same with the ``fast`` preset; ``e2e_net``: the network alone (no engine);
 * ``cli``: the whole ``deepsim register`` command as a user runs it (interpreter start, imports,
   overview figure), wall clock of the subprocess;
-* ``ants_syn`` / ``elastix``: ANTs SyN (affine + SyN) and elastix (affine + B-spline) on the same
-  pair with the same thread count, registration call only (``--classical-sizes``).
+* ``ants_syn_s`` / ``elastix_brain``: ANTs ``antsRegistrationSyN[s]`` and elastix (affine + the
+  published brain B-spline settings of ``benchmarks/elastix/brain_bspline.txt``) on the same pair
+  with the same thread count, registration call only (``--classical-sizes``).
 
 Plus 2D 256 x 256 end to end. The images are real anatomy (fsaverage -> MNI 2009a) resampled to
 1 mm; the model is the shipped one when it exists, else the training run's, else the network of
@@ -44,7 +45,9 @@ from common import RESULTS, ROOT, environment, fmt, md_table, write_json  # noqa
 from deepsim.api import resolve_model  # noqa: E402
 
 SIZES = {"64^3": (64, 64, 64), "96x112x96": (96, 112, 96), "160x192x224": (160, 192, 224)}
-TARGETS = {"e2e_160x192x224_s": 10.0, "e2e_2d_256_s": 0.5, "peak_memory_gb": 4.0}
+TARGETS = {"e2e_160x192x224_s": 15.0, "e2e_2d_256_s": 0.5, "peak_memory_gb": 4.0}
+CASES = {"e2e_net": {"io_steps": 0}, "e2e_fast": {"preset": "fast"}, "e2e": {}}
+"""The end-to-end variants: register() options of each."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,7 +130,7 @@ def child(case: dict) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    if kind in ("ants_syn", "elastix"):
+    if kind in ("ants_syn_s", "elastix_brain"):
         return _classical(kind, case, threads)
     from deepsim.api import RegistrationOptions
     from deepsim.geometry import model_grid, read_image, resample
@@ -159,7 +162,7 @@ def child(case: dict) -> dict:
     fixed, moving = read_image(case["fixed"]), read_image(case["moving"])
     model = load_model(case["model"], spatial_dims=fixed.grid.spatial_dims)
     t_read = time.perf_counter() - t0
-    opts = RegistrationOptions(device="cpu", io_steps=int(case.get("io_steps", 0)))
+    opts = RegistrationOptions(device="cpu", **case.get("options", {}))
     result = register(fixed, moving, model, opts)
     t_reg = time.perf_counter() - t0 - t_read
     write_outputs(result, case["out"], figure=False)
@@ -176,23 +179,21 @@ def child(case: dict) -> dict:
 
 
 def _classical(kind: str, case: dict, threads: int) -> dict:
-    if kind == "ants_syn":
+    if kind == "ants_syn_s":
         import ants
 
         ants.config._random_seed = 1
         fixed, moving = ants.image_read(case["fixed"]), ants.image_read(case["moving"])
         t0 = time.perf_counter()
-        ants.registration(fixed, moving, type_of_transform="SyN")
+        ants.registration(fixed, moving, type_of_transform="antsRegistrationSyN[s]")
         return {"time_s": time.perf_counter() - t0, "peak_gb": _peak_gb()}
     import itk
+    from classical import ELASTIX_BRAIN
 
     fixed, moving = itk.imread(case["fixed"], itk.F), itk.imread(case["moving"], itk.F)
     params = itk.ParameterObject.New()
     params.AddParameterMap(params.GetDefaultParameterMap("affine"))
-    bspline = params.GetDefaultParameterMap("bspline")
-    bspline["Metric"] = ["AdvancedMattesMutualInformation"]  # see classical.py: the default
-    bspline["Registration"] = ["MultiResolutionRegistration"]  # penalty term segfaults here
-    params.AddParameterMap(bspline)
+    params.AddParameterFile(str(ELASTIX_BRAIN))
     t0 = time.perf_counter()
     itk.elastix_registration_method(
         fixed, moving, parameter_object=params, log_to_console=False, number_of_threads=threads
@@ -256,12 +257,11 @@ def main(argv=None) -> int:
                 "out": str(folder / f"out_{label}"),
             }
             cases.append({**common, "kind": "forward", "repeats": args.repeats})
-            cases.append({**common, "kind": "e2e", "io_steps": 0})
-            cases.append({**common, "kind": "e2e_io20", "io_steps": 20})
+            cases += [{**common, "kind": k, "options": o} for k, o in CASES.items()]
             cases.append({**common, "kind": "cli"})
             if label in classical_sizes:
-                cases.append({**common, "kind": "ants_syn"})
-                cases.append({**common, "kind": "elastix"})
+                cases.append({**common, "kind": "ants_syn_s"})
+                cases.append({**common, "kind": "elastix_brain"})
         fixed2d, moving2d = make_pair_2d(folder)
         common2d = {
             "size": "2D 256x256",
@@ -272,11 +272,10 @@ def main(argv=None) -> int:
             "out": str(folder / "out_2d"),
         }
         cases.append({**common2d, "kind": "forward", "repeats": args.repeats})
-        cases.append({**common2d, "kind": "e2e", "io_steps": 0})
-        cases.append({**common2d, "kind": "e2e_io20", "io_steps": 20})
+        cases += [{**common2d, "kind": k, "options": o} for k, o in CASES.items()]
         cases.append({**common2d, "kind": "cli"})
         for case in cases:
-            kind = "e2e" if case["kind"] == "e2e_io20" else case["kind"]
+            kind = "e2e" if case["kind"] in CASES else case["kind"]
             load = os.getloadavg()[0]
             res = run_case({**case, "kind": kind}, args.timeout)
             row = {"size": case["size"], "case": case["kind"], "load_1min": round(load, 2), **res}
@@ -301,11 +300,11 @@ def main(argv=None) -> int:
     for size in list(sizes) + ["2D 256x256"]:
         e2e = get(size, "e2e")
         line = {"size": size}
-        for case in ("forward", "e2e", "e2e_io20", "cli", "ants_syn", "elastix"):
+        for case in ("forward", *CASES, "cli", "ants_syn_s", "elastix_brain"):
             r = get(size, case)
             line[case] = r["time_s"] if r else None
             line[f"{case}_peak_gb"] = r["peak_gb"] if r else None
-        for tool in ("ants_syn", "elastix"):
+        for tool in ("ants_syn_s", "elastix_brain"):
             line[f"{tool}_ratio"] = (
                 line[tool] / e2e["time_s"] if line[tool] is not None and e2e else None
             )
@@ -315,7 +314,11 @@ def main(argv=None) -> int:
         line["model_grid"] = (get(size, "forward") or {}).get("model_grid")
         table.append(line)
     peak = max(
-        (r["peak_gb"] for r in rows if "peak_gb" in r and r["case"] not in ("ants_syn", "elastix")),
+        (
+            r["peak_gb"]
+            for r in rows
+            if "peak_gb" in r and r["case"] not in ("ants_syn_s", "elastix_brain")
+        ),
         default=None,
     )
     big = get("160x192x224", "e2e")
@@ -347,9 +350,10 @@ def main(argv=None) -> int:
             "synthetic 256x256 pair",
             "model_3d": note3d,
             "model_2d": note2d,
-            "ants": "ants.registration(type_of_transform='SyN'), antspyx defaults",
-            "elastix": "default affine + bspline maps (B-spline map without its bending-energy "
-            "term, which segfaults in itk-elastix 0.25.4 here)",
+            "ants": "ants.registration(type_of_transform='antsRegistrationSyN[s]')",
+            "elastix": "default affine map + benchmarks/elastix/brain_bspline.txt",
+            "deepsim": "e2e: the recommended preset (the default); e2e_fast: the fast preset; "
+            "e2e_net: the network alone",
         },
         "rows": rows,
         "table": table,
@@ -370,12 +374,13 @@ def render_table(result: dict) -> str:
         "size (1 mm)",
         "model grid",
         "forward s",
-        "end to end s",
-        "+ IO 20 s",
+        "network only s",
+        "fast s",
+        "recommended s",
         "CLI s",
         "peak GB",
-        "ANTs SyN s (×)",
-        "elastix s (×)",
+        "ANTs SyN[s] s (×)",
+        "elastix brain s (×)",
     ]
     rows = []
 
@@ -385,19 +390,20 @@ def render_table(result: dict) -> str:
         return f"{line[name]:.1f} ({fmt(line[f'{name}_ratio'], 1)}×)"
 
     for line in result["table"]:
-        peaks = [line.get(f"{c}_peak_gb") for c in ("forward", "e2e", "e2e_io20", "cli")]
+        peaks = [line.get(f"{c}_peak_gb") for c in ("forward", *CASES, "cli")]
         peaks = [p for p in peaks if p is not None]
         rows.append(
             [
                 line["size"],
                 "×".join(map(str, line["model_grid"] or [])) or "–",
                 fmt(line["forward"], 3),
-                fmt(line["e2e"], 2),
-                fmt(line["e2e_io20"], 2),
+                fmt(line.get("e2e_net"), 2),
+                fmt(line.get("e2e_fast"), 2),
+                fmt(line.get("e2e"), 2),
                 fmt(line["cli"], 2),
                 fmt(max(peaks), 2) if peaks else "–",
-                tool(line, "ants_syn"),
-                tool(line, "elastix"),
+                tool(line, "ants_syn_s"),
+                tool(line, "elastix_brain"),
             ]
         )
     return md_table(header, rows)

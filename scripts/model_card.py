@@ -74,10 +74,9 @@ def main() -> None:
     extractor_cfg = json.loads((REPO / "configs" / f"{args.name}-extractor.json").read_text())
     heldout_cfg = REPO / "configs" / card["heldout_config"]
     report = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu")
-    io_steps = model.info.default_io_steps
-    if io_steps:  # what the network alone contributes, beside the default with refinement
-        alone = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu", io_steps=0)
-        report["network_only"] = alone["mean"]
+    # what the network alone contributes, beside the default (network + the engine)
+    alone = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu", io_steps=0)
+    report["network_only"] = alone["mean"]
     more = {  # further held-out sets named in the card (e.g. microscopy for general-2d)
         name: evaluate_model(REPO / "configs" / name, str(path), pairs=args.pairs, device="cpu")
         for name in card.get("more_heldout_configs", [])
@@ -86,9 +85,10 @@ def main() -> None:
         report["more"] = more
     (models_dir() / f"{args.name}.heldout.json").write_text(json.dumps(report, indent=2) + "\n")
     m = report["mean"]
-    rows = [{"setting": f"network + {io_steps} instance-optimisation steps (default)", **m}]
-    if io_steps:
-        rows.insert(0, {"setting": "network only (`--io-steps 0`)", **report["network_only"]})
+    rows = [
+        {"setting": "network only (`--io-steps 0`)", **report["network_only"]},
+        {"setting": "network + engine, `recommended` (default)", **m},
+    ]
     lines = [
         f"# Model card: {args.name}",
         "",
@@ -124,8 +124,8 @@ def main() -> None:
         f"`deepsim evaluate configs/{heldout_cfg.name} --model {args.name} --pairs {args.pairs}` "
         f"({report['pairs']} pairs, {platform.machine()}): semi-synthetic pairs of an anatomy held "
         "out of all training, under known random deformations and intensity changes, through the "
-        "full `deepsim register` path (affine, model grid, network, then the model's default "
-        "instance optimisation).",
+        "full `deepsim register` path (affine, model grid, network, then the multi-resolution "
+        "engine's `recommended` preset).",
         "",
         _table(
             rows,

@@ -7,8 +7,10 @@ composed after the field carried from the coarser level (or the network's predic
 smoothed parameter field (the smoothing of the update that ANTs SyN and ConvexAdam apply), either
 used directly or, when ``diffeomorphic``, integrated as a stationary velocity field by scaling and
 squaring, so every update is invertible. Loss: the weighted similarities under a mask plus
-``regularization`` times the diffusion of ``delta``. A level stops early when the loss has
-improved by less than ``tolerance`` (relative) over ``patience`` steps.
+``regularization`` times the diffusion of ``delta``. When MIND is the only similarity, a level may
+evaluate it at a fresh random sample of mask voxels each step (``samples``: elastix's random
+sampler), interpolating the field and the moving descriptors at those points only. A level stops
+early when the loss has improved by less than ``tolerance`` (relative) over ``patience`` steps.
 
 Tensors follow :mod:`deepsim.warp`: images ``(1, 1, *spatial)``, displacements ``(1, D, *spatial)``
 in voxels of the grid they live on, ``warp(moving, u) ~ fixed``.
@@ -124,6 +126,11 @@ class _Level:
         if "mind" in terms:
             self.fixed_mind = mind_ssc(self.fixed)
             self.moving_mind = mind_ssc(self.moving)
+            # for the sampled MIND term: the voxels it may draw, their weights and descriptors
+            w = self.fmask if self.fmask is not None else torch.ones_like(self.fixed)
+            self._weights = w.flatten()
+            self._candidates = torch.nonzero(self._weights > 0).flatten()
+            self._fixed_mind = self.fixed_mind.flatten(2)[0]
         if "deepsim" in terms:
             with torch.no_grad():
                 self.fixed_feats = deepsim.features(self.fixed)
@@ -142,11 +149,6 @@ class _Level:
         """The MIND term at ``samples`` random voxels of the fixed mask of the field
         ``phi_base o phi_delta`` (``delta`` on its parameter grid): the field, the moving
         descriptors and the moving mask are interpolated at those points only."""
-        if not hasattr(self, "_candidates"):
-            w = self.fmask if self.fmask is not None else torch.ones_like(self.fixed)
-            self._weights = w.flatten()
-            self._candidates = torch.nonzero(self._weights > 0).flatten()
-            self._fixed_mind = self.fixed_mind.flatten(2)[0]
         pick = torch.randint(len(self._candidates), (samples,), generator=generator)
         # in memory order: the interpolation then reads neighbouring voxels (~3x faster on CPU)
         idx = self._candidates[pick.sort().values.to(self._candidates.device)]
