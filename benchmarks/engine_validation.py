@@ -40,6 +40,17 @@ CANDIDATES = {
     "mind*3, reg 3": {"similarity": (("mind", 3.0),), "regularization": 3.0},
     "mind*3, reg 5": {"similarity": (("mind", 3.0),), "regularization": 5.0},
     "mind*3, reg 20": {"similarity": (("mind", 3.0),), "regularization": 20.0},
+    # with --preset recommended: its levels as they were before the 1/2 level's update moved to a
+    # grid twice as coarse
+    "mind*3, reg 10, 1/2 update at full level resolution": {
+        "similarity": (("mind", 3.0),),
+        "regularization": 10.0,
+        "levels": (
+            (4, 60, 0.5, 2.0, 1, 0),
+            (2, 40, 0.4, 2.0, 1, 50_000),
+            (1, 20, 0.3, 2.0, 2, 50_000),
+        ),
+    },
     "ncc, reg 1": {"similarity": (("ncc", 1.0),), "regularization": 1.0},
     "ncc, reg 3": {"similarity": (("ncc", 1.0),), "regularization": 3.0},
     "ncc + mind*3, reg 3": {"similarity": (("ncc", 1.0), ("mind", 3.0)), "regularization": 3.0},
@@ -70,8 +81,10 @@ def main(argv=None) -> int:
             continue
         change = dict(change)
         smooth = change.pop("smooth", 2.0)
+        if "levels" in change:
+            change["levels"] = tuple(LevelSettings(*lv) for lv in change["levels"])
         settings = replace(engine_settings(args.preset), **change)
-        if not args.preset:
+        if not args.preset and "levels" not in change:
             levels = tuple(LevelSettings(*lv, smooth) for lv in LEVELS)
             settings = replace(settings, levels=levels)
         epe, init, fold, seconds = [], [], [], 0.0

@@ -104,12 +104,14 @@ PRESETS: dict[str, dict] = {
     # the default: 1/4, 1/2 and the model grid, 50 000 random mask voxels per step on the finer
     # two (elastix's random sampler; dense evaluation gave the same endpoint error, 0.57 mm, on a
     # held-out 2 mm brain pair in 4x the time); a full-resolution level roughly halves the
-    # endpoint error (1.24 -> 0.58 mm there); plain updates: scaling and squaring cost 40 % more
-    # time for the same error and no folding (benchmarks/classical.py reports folding per pair)
+    # endpoint error (1.24 -> 0.58 mm there); the two finer levels update on grids twice as coarse
+    # (0.752 against 0.783 mm on 4 fsaverage validation pairs, benchmarks/engine_validation.py);
+    # plain updates: scaling and squaring cost 40 % more time for the same error and no folding
+    # (benchmarks/classical.py reports folding per pair)
     "recommended": {
         "levels": (
             LevelSettings(4, 60, 0.5),
-            LevelSettings(2, 40, 0.4, samples=50_000),
+            LevelSettings(2, 40, 0.4, grid=2, samples=50_000),
             LevelSettings(1, 20, 0.3, grid=2, samples=50_000),
         ),
         "diffeomorphic": False,
