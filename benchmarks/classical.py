@@ -276,43 +276,42 @@ def field_check(moving, fixed_grid, displacement, tool_warped: np.ndarray, mask)
 # --------------------------------------------------------------------------------------------
 
 
+def _tensor_pair(set_name: str, pair_id: str, p: dict, grid) -> dict:
+    """A benchmark pair from a generator's ``(1, 1, *shape)`` tensors on ``grid``; the known
+    displacement ``p["disp"]`` (fixed voxels), when present, becomes ``gt_mm``."""
+    from deepsim.geometry import Image
+
+    def labels(key):
+        return Image(p[key][0, 0].numpy().astype(np.int16), grid)
+
+    return {
+        "set": set_name,
+        "id": pair_id,
+        "fixed": Image(p["fixed"][0, 0].numpy(), grid),
+        "moving": Image(p["moving"][0, 0].numpy(), grid),
+        "fixed_labels": labels("fixed_labels"),
+        "moving_labels": labels("moving_labels"),
+        "gt_mm": gt_field_mm(p["disp"][0].numpy(), grid) if "disp" in p else None,
+    }
+
+
 def load_pairs(args) -> list[dict]:
-    from deepsim.geometry import Grid, Image
+    from deepsim.geometry import Grid
     from deepsim.training.anatomy import available, reference_image
     from deepsim.training.benchdata import semi_synthetic_pairs, template_pairs
 
     grid = Grid.from_sitk(reference_image())
     pairs = []
     for p in semi_synthetic_pairs("mni2009a", args.pairs, args.seed, scheme="tissue"):
-        disp = p["disp"][0].numpy()
-        pairs.append(
-            {
-                "set": "semi_synthetic",
-                "id": f"mni2009a-{p['index']}",
-                "fixed": Image(p["fixed"][0, 0].numpy(), grid),
-                "moving": Image(p["moving"][0, 0].numpy(), grid),
-                "fixed_labels": Image(p["fixed_labels"][0, 0].numpy().astype(np.int16), grid),
-                "moving_labels": Image(p["moving_labels"][0, 0].numpy().astype(np.int16), grid),
-                "gt_mm": gt_field_mm(disp, grid),
-            }
-        )
+        pairs.append(_tensor_pair("semi_synthetic", f"mni2009a-{p['index']}", p, grid))
     names = [n for n in ("fsaverage", "mni2009a", "mni6asym") if available(n)]
     combos = [("fsaverage", "mni2009a"), ("mni2009a", "mni6asym")]
     for a, b in combos:
         if a not in names or b not in names:
             continue
         for p in template_pairs([a, b])[: args.template_pairs]:
-            pairs.append(
-                {
-                    "set": f"templates_{p['scheme']}",
-                    "id": f"{p['moving_name']}->{p['fixed_name']} ({p['scheme']})",
-                    "fixed": Image(p["fixed"][0, 0].numpy(), grid),
-                    "moving": Image(p["moving"][0, 0].numpy(), grid),
-                    "fixed_labels": Image(p["fixed_labels"][0, 0].numpy().astype(np.int16), grid),
-                    "moving_labels": Image(p["moving_labels"][0, 0].numpy().astype(np.int16), grid),
-                    "gt_mm": None,
-                }
-            )
+            name = f"{p['moving_name']}->{p['fixed_name']} ({p['scheme']})"
+            pairs.append(_tensor_pair(f"templates_{p['scheme']}", name, p, grid))
     if args.whole_head:
         pairs.append(whole_head_pair(grid))
     if args.phantom:
@@ -344,19 +343,9 @@ def phantom_benchmark_pair(seed: int = 0) -> dict:
     of peak 4 mm, oblique anisotropic grid with a non-zero origin)."""
     from phantom_gate import phantom_grid, phantom_pair
 
-    from deepsim.geometry import Image
-
     grid = phantom_grid()
-    p = phantom_pair(seed, grid)
-    return {
-        "set": "non_brain",
-        "id": f"random-shape phantom {seed} (oblique {grid.shape} grid)",
-        "fixed": Image(p["fixed"][0, 0].numpy(), grid),
-        "moving": Image(p["moving"][0, 0].numpy(), grid),
-        "fixed_labels": Image(p["fixed_labels"][0, 0].numpy().astype(np.int16), grid),
-        "moving_labels": Image(p["moving_labels"][0, 0].numpy().astype(np.int16), grid),
-        "gt_mm": gt_field_mm(p["disp"][0].numpy(), grid),
-    }
+    name = f"random-shape phantom {seed} (oblique {grid.shape} grid)"
+    return _tensor_pair("non_brain", name, phantom_pair(seed, grid), grid)
 
 
 def translation_pair(shift_mm: np.ndarray) -> dict:

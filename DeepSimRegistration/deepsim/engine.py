@@ -116,6 +116,7 @@ class _Level:
         self.moving = _downsample(moving, shape, shrink)
         self.fmask = _downsample(fmask, shape, shrink) if fmask is not None else None
         self.mmask = _downsample(mmask, shape, shrink) if mmask is not None else None
+        self.fixed_weight = self.fmask if self.fmask is not None else torch.ones_like(self.fixed)
         terms = dict(settings.similarity)
         # DeepSim needs the extractor's own resolution: full resolution only
         if "deepsim" in terms and (deepsim is None or shrink != 1):
@@ -126,10 +127,8 @@ class _Level:
         if "mind" in terms:
             self.fixed_mind = mind_ssc(self.fixed)
             self.moving_mind = mind_ssc(self.moving)
-            # for the sampled MIND term: the voxels it may draw, their weights and descriptors
-            w = self.fmask if self.fmask is not None else torch.ones_like(self.fixed)
-            self._weights = w.flatten()
-            self._candidates = torch.nonzero(self._weights > 0).flatten()
+            # for the sampled MIND term: the voxels it may draw and their descriptors
+            self._candidates = torch.nonzero(self.fixed_weight.flatten() > 0).flatten()
             self._fixed_mind = self.fixed_mind.flatten(2)[0]
         if "deepsim" in terms:
             with torch.no_grad():
@@ -163,16 +162,15 @@ class _Level:
             u = u + sample_at(base, points + u)
         target = points + u
         ssd = (sample_at(self.moving_mind, target) - self._fixed_mind[:, idx].T).pow(2).mean(1)
-        w = self._weights[idx]
+        w = self.fixed_weight.flatten()[idx]
         if self.mmask is not None:
             w = w * sample_at(self.mmask, target.detach())[:, 0]
         return self.terms["mind"] * _weighted_mean(ssd, w)
 
     def weight(self, u: torch.Tensor) -> torch.Tensor:
-        w = self.fmask if self.fmask is not None else torch.ones_like(self.fixed)
-        if self.mmask is not None:
-            w = w * warp(self.mmask, u.detach())
-        return w
+        if self.mmask is None:
+            return self.fixed_weight
+        return self.fixed_weight * warp(self.mmask, u.detach())
 
     def similarity(self, u: torch.Tensor) -> torch.Tensor:
         w = self.weight(u)
