@@ -3,8 +3,9 @@
 Methods (each returns the complete fixed -> moving mapping as a displacement on the fixed grid):
 
 * ``deepsim``, ``deepsim_fast``, ``deepsim_best``: :func:`deepsim.register.register` with the
-  shipped ``brain-3d`` model (robust affine + network + the engine's ``recommended``, ``fast`` and
-  ``best`` presets), ``deepsim_net``: the network alone;
+  shipped ``brain-3d`` model on the brain pairs and ``general-3d`` on the non-brain pair (robust
+  affine + network + the engine's ``recommended``, ``fast`` and ``best`` presets),
+  ``deepsim_net``: the network alone;
 * ANTs (antspyx) as its users run it: ``ants_syn_s`` and ``ants_synquick_s`` (the
   ``antsRegistrationSyN[Quick].sh`` presets), ``ants_syncc`` (SyN with CC; not in the default
   list: ``ants_syn_s`` is already CC SyN down to full resolution), and ``ants_syn``, the antspyx
@@ -179,6 +180,8 @@ def run_elastix(
         mapped.append(np.asarray(itk.array_from_image(out)))
     return mapped, np.asarray(itk.array_from_image(warped)), runtime
 
+
+NON_BRAIN = "general-3d"  # the shipped model for anything that is not a brain MRI
 
 DEEPSIM_IO = {
     "deepsim": ("recommended", None, True),
@@ -460,8 +463,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--merge",
         action="store_true",
-        help="keep the records of methods not run now from an existing --out file (e.g. add "
-        "DeepSim once its model exists without rerunning ANTs and elastix)",
+        help="keep the records of the (method, pair set) combinations not run now from an "
+        "existing --out file (e.g. rerun DeepSim on the phantom only, without ANTs and elastix)",
     )
     args = parser.parse_args(argv)
     # same thread count for all: ITK (ANTs, elastix) and torch
@@ -477,9 +480,9 @@ def main(argv=None) -> int:
 
     methods = [m for m in args.methods.split(",") if m]
     notes = []
-    model_path = resolve_model("brain-3d", 3)
-    model_note = str(model_path.relative_to(ROOT))
-    model = load_model(model_path, spatial_dims=3)
+    model_paths = {"brain": resolve_model("brain-3d", 3), "non_brain": resolve_model(NON_BRAIN, 3)}
+    model_note = {k: str(v.relative_to(ROOT)) for k, v in model_paths.items()}
+    models = {k: load_model(v, spatial_dims=3) for k, v in model_paths.items()}
     tools = [(t, "ants") for t in ANTS_PRESETS] + [("elastix", "itk"), ("elastix_brain", "itk")]
     tools += [("convexadam", "convexAdam")]
     for tool, module in tools:
@@ -498,16 +501,23 @@ def main(argv=None) -> int:
         folder = Path(tmp)
         if not args.no_sanity:
             shift = np.array([6.0, -4.0, 2.0])
-            sanity = run_pair(translation_pair(shift), methods, model, args, folder)
+            sanity = run_pair(translation_pair(shift), methods, models["brain"], args, folder)
         for pair in load_pairs(args):
+            model = models["non_brain" if pair["set"] == "non_brain" else "brain"]
             records.extend(run_pair(pair, methods, model, args, folder))
 
     previous = read_json(args.out) if args.merge else None
     if previous:
+        rerun = {(r["method"], r["set"]) for r in records + sanity}
         keep = [
             r
             for r in previous["records"] + previous.get("sanity_translation", [])
-            if r["method"] not in methods and r["method"] != "identity"
+            if (r["method"], r["set"]) not in rerun and r["method"] != "identity"
+        ]
+        keep += [
+            r
+            for r in previous["records"]
+            if r["method"] == "identity" and r["set"] not in {s for _, s in rerun}
         ]
         records += [r for r in keep if r["set"] != "translation"]
         sanity += [r for r in keep if r["set"] == "translation"]
@@ -568,7 +578,7 @@ def main(argv=None) -> int:
             "benchmarks/elastix/brain_bspline.txt (the elastix model zoo's Par0035 brain "
             "B-spline settings: MI, 3 resolutions, 5 mm final control-point spacing, ASGD 500 "
             "iterations x 5000 random samples per resolution)",
-            "non_brain": "the brain-3d model (no general 3D model ships yet) with the same presets",
+            "non_brain": f"the {NON_BRAIN} model with the same presets",
             "deepsim": "register() as 'deepsim register' runs it: robust affine + network + the "
             "multi-resolution engine with the 'recommended' preset; deepsim_fast / deepsim_best: "
             "the other presets; deepsim_net: network only; heatmaps off",

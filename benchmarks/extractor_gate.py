@@ -11,8 +11,9 @@ level, on a held-out image x (no training saw it):
 * ``ratio`` = shift / intensity; the same ratio for NCC (``1 - local squared NCC``, window 9) is
   the bar: a level passes when its ratio is at least NCC's.
 
-Images: 3D, the MNI ICBM 2009a template on the common 2 mm grid; 2D, its axial slice and a
-microscopy-like specimen (:func:`deepsim.training.synth.microscopy_pair`, held-out seed).
+Images: 3D, the MNI ICBM 2009a template on the common 2 mm grid and a random-shape phantom
+(:func:`phantom_gate.phantom_pair`, the general-purpose gate's seed 0); 2D, the template's axial
+slice and a microscopy-like specimen (:func:`deepsim.training.synth.microscopy_pair`, held-out seed).
 DeepSim_seg extractors also report their segmentation Dice (GM/WM/CSF) on mni2009a, a template
 no training saw, and on their training subject fsaverage.
 
@@ -46,6 +47,10 @@ def held_out_images(spatial_dims: int) -> dict[str, torch.Tensor]:
     image = _volume_or_slice(image.astype(np.float32), spatial_dims, 0, None)
     image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
     out = {"mni2009a": torch.from_numpy(image)[None, None]}
+    if spatial_dims == 3:
+        from phantom_gate import phantom_grid, phantom_pair
+
+        out["phantom"] = phantom_pair(0, phantom_grid())["moving"]
     if spatial_dims == 2:
         g = torch.Generator().manual_seed(987_654)
         shape = (128, 128)

@@ -135,6 +135,8 @@ def check_training_config(cfg: dict, path: str | Path) -> None:
         c.fail("network.channels", "a list of positive whole numbers", net["channels"])
     c.integer(net, "n_classes", "network.", low=2)
     c.integer(net, "integration_steps", "network.", low=0)
+    c.integer(net, "stem_channels", "network.", low=0)
+    c.integer(net, "shrink", "network.", low=1)
     c.number(net, "dropout", "network.", positive=False, below=1)
     if "bnorm" in net and not isinstance(net["bnorm"], bool):
         c.fail("network.bnorm", "true or false", net["bnorm"])
@@ -145,6 +147,7 @@ def check_training_config(cfg: dict, path: str | Path) -> None:
         c.integer(optim, key, "optim.", low=1)
     c.integer(optim, "plateau_patience", "optim.", low=0)
     c.number(optim, "plateau_factor", "optim.", below=1)
+    c.number(optim, "grad_clip", "optim.", positive=False)
     if "amp" in optim and not isinstance(optim["amp"], bool):
         c.fail("optim.amp", "true or false", optim["amp"])
     loss = c.obj(cfg, "loss")
@@ -157,6 +160,14 @@ def check_training_config(cfg: dict, path: str | Path) -> None:
         for v in spacing:
             c.number({"spacing": v}, "spacing", "preprocessing.")
     c.integer(pre, "multiple", "preprocessing.", low=1)
+    if cfg["task"] == "registration" and isinstance(net.get("channels"), list):
+        need = net.get("shrink", 1) * 2 ** len(net["channels"])
+        if pre.get("multiple", 8) % need:
+            c.fail(
+                "preprocessing.multiple",
+                f"a multiple of {need} (shrink x 2^stages)",
+                pre.get("multiple", 8),
+            )
     c.obj(cfg, "info")
     c.integer(cfg, "seed")
     for key in ("name", "out"):

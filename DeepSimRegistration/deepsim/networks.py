@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .warp import integrate_velocity, interp_mode
@@ -27,6 +28,7 @@ __all__ = [
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _DROPOUT = {2: nn.Dropout2d, 3: nn.Dropout3d}
+_AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 def _check_dims(name: str, spatial_dims: int) -> None:
@@ -42,6 +44,12 @@ class NetworkConfig:
     channels: encoder channels per stage; each stage halves the resolution.
     n_classes: output classes of the segmentation net (background included).
     integration_steps: scaling-and-squaring steps of the registration net (0 = direct field).
+    stem_channels: feature extractors only: a first stage of this width at full resolution
+        (stride 1) before the U-Net, whose output is DeepSim feature level 0 at the model grid's
+        resolution (0 = none: level 0 is at half resolution).
+    shrink: registration net only: the U-Net sees its inputs average-pooled by this factor and
+        its field is upsampled back (a coarse network that predicts the large deformation
+        cheaply; the engine refines at the full resolution).
     """
 
     kind: Literal["segmentation", "autoencoder", "registration"]
@@ -52,6 +60,8 @@ class NetworkConfig:
     n_classes: int = 2
     head_channels: int | None = None
     integration_steps: int = 0
+    stem_channels: int = 0
+    shrink: int = 1
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkConfig":
@@ -176,56 +186,73 @@ def _head(spatial_dims: int, in_ch: int, width: int, out_ch: int, kernel_out: in
 
 
 class FeatureExtractor(nn.Module):
-    """Base of the DeepSim feature extractors: ``features(x)`` returns the encoder stage outputs."""
+    """Base of the DeepSim feature extractors: an optional full-resolution ``stem`` stage, then a
+    U-Net ``backbone``; ``features(x)`` returns the stem's and the encoder stages' outputs."""
 
-    backbone: UNetBackbone
+    def __init__(self, cfg: NetworkConfig, skip_connections: bool):
+        super().__init__()
+        self.stem = None
+        width = 1
+        if cfg.stem_channels:
+            width = cfg.stem_channels
+            self.stem = Stage(cfg.spatial_dims, 1, width, False, cfg.bnorm, cfg.dropout)
+        self.backbone = UNetBackbone(
+            cfg.spatial_dims, width, cfg.channels, skip_connections, cfg.bnorm, cfg.dropout
+        )
+
+    def _decode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.stem(x) if self.stem is not None else x)[0]
 
     def features(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
-        """The DeepSim feature levels; ``depth`` stops after that many stages (fewer levels)."""
-        return self.backbone.encode(x, depth)
+        """The DeepSim feature levels; ``depth`` stops after that many levels."""
+        if self.stem is None:
+            return self.backbone.encode(x, depth)
+        x = self.stem(x)
+        if depth == 1:
+            return [x]
+        return [x] + self.backbone.encode(x, None if depth is None else depth - 1)
 
 
 class SegmentationNet(FeatureExtractor):
     """U-Net segmentation model (DeepSim_seg); ``forward`` returns class logits ``(B, K, *spatial)``."""
 
     def __init__(self, cfg: NetworkConfig):
-        super().__init__()
-        self.backbone = UNetBackbone(
-            cfg.spatial_dims, 1, cfg.channels, True, cfg.bnorm, cfg.dropout
-        )
+        super().__init__(cfg, True)
         width = cfg.head_channels or self.backbone.out_channels
         self.head = _head(cfg.spatial_dims, self.backbone.out_channels, width, cfg.n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x)[0])
+        return self.head(self._decode(x))
 
 
 class AutoEncoder(FeatureExtractor):
     """Skip-less autoencoder (DeepSim_ae); ``forward`` returns the reconstruction in ``[0, 1]``."""
 
     def __init__(self, cfg: NetworkConfig):
-        super().__init__()
-        self.backbone = UNetBackbone(
-            cfg.spatial_dims, 1, cfg.channels, False, cfg.bnorm, cfg.dropout
-        )
+        super().__init__(cfg, False)
         width = cfg.head_channels or self.backbone.out_channels
         self.head = _head(cfg.spatial_dims, self.backbone.out_channels, width, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(self.backbone(x)[0]))
+        return torch.sigmoid(self.head(self._decode(x)))
 
 
 class RegistrationNet(nn.Module):
     """VoxelMorph-style U-Net: ``forward(moving, fixed)`` returns a displacement ``(B, D, *spatial)``
     in voxels (channel i along tensor axis i). The last conv starts near zero (N(0, 1e-5)), so an
     untrained net predicts almost the identity. With ``integration_steps > 0`` the output is a
-    stationary velocity integrated by scaling and squaring (diffeomorphic mode).
+    stationary velocity integrated by scaling and squaring (diffeomorphic mode). With ``shrink``
+    > 1 the U-Net runs on the inputs average-pooled by ``shrink`` and its field is upsampled
+    (cell-centred, vectors times ``shrink``) to the input grid.
     """
 
     def __init__(self, cfg: NetworkConfig):
         super().__init__()
+        if cfg.shrink < 1:
+            raise ValueError(f"NetworkConfig: shrink must be >= 1, got {cfg.shrink}")
         self.spatial_dims = cfg.spatial_dims
         self.integration_steps = cfg.integration_steps
+        self.shrink = cfg.shrink
         self.backbone = UNetBackbone(
             cfg.spatial_dims, 2, cfg.channels, True, cfg.bnorm, cfg.dropout
         )
@@ -245,9 +272,20 @@ class RegistrationNet(nn.Module):
             raise ValueError(
                 f"RegistrationNet: this is a {self.spatial_dims}D model, got a {moving.ndim - 2}D input"
             )
-        flow = self.head(self.backbone(torch.cat([moving, fixed], dim=1))[0])
+        x = torch.cat([moving, fixed], dim=1)
+        if self.shrink > 1:
+            if any(n % self.shrink for n in x.shape[2:]):
+                raise ValueError(
+                    f"RegistrationNet: spatial shape must be a multiple of {self.shrink} (shrink), "
+                    f"got {tuple(x.shape[2:])}"
+                )
+            x = _AVG_POOL[self.spatial_dims](x, self.shrink)
+        flow = self.head(self.backbone(x)[0])
         if self.integration_steps:
             flow = integrate_velocity(flow.float(), self.integration_steps)
+        if self.shrink > 1:
+            mode = interp_mode(self.spatial_dims)
+            flow = self.shrink * F.interpolate(flow, scale_factor=self.shrink, mode=mode)
         return flow.float()
 
 

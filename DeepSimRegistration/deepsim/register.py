@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .api import (
     CancelFn,
@@ -235,6 +236,8 @@ def register(
     masks = {
         "fixed": _grid_mask(fixed_mask, grid, None),
         "moving": _grid_mask(moving_mask, grid, affine),
+        "fixed_view": field_of_view(fixed.grid, grid, None),
+        "moving_view": field_of_view(moving.grid, grid, affine),
     }
 
     stages.step(0.25, f"predicting the displacement on {device.type}", "resample")
@@ -318,6 +321,24 @@ def register(
     return result
 
 
+def field_of_view(
+    image: Grid, grid: Grid, affine: np.ndarray | None, margin: int = 2
+) -> np.ndarray | None:
+    """Where ``grid`` (through ``affine``) sees inside ``image``'s field of view, ``margin``
+    voxels in from its edge (MIND's reach), as a 0/1 float array; None when that is everywhere.
+    Outside it the resampled image is padding, whose artificial edge must not pull the field
+    (an object cut by the field of view, as CT bodies and these phantoms are)."""
+    ones = Image(np.ones(image.shape, np.float32), image)
+    inside = resample(ones, grid, affine, "linear").array > 0.5
+    if margin:
+        pool = {2: F.max_pool2d, 3: F.max_pool3d}[grid.spatial_dims]
+        outside = torch.from_numpy((~inside).astype(np.float32))[None, None]
+        inside = pool(outside, 2 * margin + 1, stride=1, padding=margin)[0, 0].numpy() == 0
+    if inside.all():
+        return None
+    return inside.astype(np.float32)
+
+
 def _grid_mask(mask: Image | None, grid: Grid, affine: np.ndarray | None) -> np.ndarray | None:
     """A label map (non-zero = inside) as a 0/1 float array on the model grid."""
     if mask is None:
@@ -349,6 +370,14 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
     if fmask is None and mmask is None:
         fmask, mmask = auto_masks(f, m)
         mask_kind = "auto" if mmask is None else "auto, each image's own foreground"
+    # only where both images show their own content, not padding
+    for key, view in (("fixed_view", "fmask"), ("moving_view", "mmask")):
+        if masks[key] is not None:
+            inside = _to_tensor(masks[key], device)
+            if view == "fmask":
+                fmask = inside if fmask is None else fmask * inside
+            else:
+                mmask = inside if mmask is None else mmask * inside
 
     def after_step(done: int, total: int) -> None:
         stages.check()

@@ -10,9 +10,9 @@ from scipy import ndimage
 
 from conftest import blob_image, make_model_file, oblique_grid
 from deepsim.api import RegistrationOptions
-from deepsim.geometry import Image, model_grid
+from deepsim.geometry import Grid, Image, model_grid
 from deepsim.modelio import load_model
-from deepsim.register import full_displacement, register, warp_image
+from deepsim.register import field_of_view, full_displacement, register, warp_image
 
 
 def _smooth_field(shape, amplitude, seed=0):
@@ -115,6 +115,25 @@ def test_constant_translation_moves_content_the_right_way(dims, tmp_path):
         errors[sign] = np.abs(res.warped.array[inner] - fixed.array[inner]).mean()
         assert np.allclose(res.displacement[inner], sign * t, atol=1e-3)
     assert errors[1] < 0.05 * errors[-1]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_field_of_view_marks_where_the_model_grid_sees_the_image(dims):
+    """The moving image's field of view on the model grid, through an affine that shifts it by
+    whole model voxels along the grid's own (oblique) axes: the shifted-out slab and a margin
+    of 2 voxels are outside, the rest inside; the identity sees everything."""
+    grid = model_grid(oblique_grid((20, 24, 18)[:dims]), 2.0, 2)
+    image = Grid(grid.shape, grid.index_to_lps.copy())
+    affine = np.eye(dims + 1)
+    affine[:dims, dims] = (
+        3 * grid.linear[:, 0]
+    )  # fixed point x -> moving point x + 3 voxels on axis 0
+    assert field_of_view(image, image, None) is None
+    inside = field_of_view(image, image, affine)
+    n0 = grid.shape[0]
+    # moving index i + 3 must lie in [0, n0 - 1]: rows n0 - 3 .. n0 - 1 are out, plus the margin
+    assert inside[: n0 - 3 - 2].all()
+    assert not inside[n0 - 3 - 2 :].any()
 
 
 def test_prealignment_keeps_the_identity_when_it_cannot_improve_on_it():

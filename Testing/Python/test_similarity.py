@@ -59,6 +59,21 @@ def test_cosine_maps_clamp_squared_norms():
     assert torch.allclose(cosine_maps(ones, [-o for o in ones])[0], -torch.ones(1, 4, 4))
 
 
+@pytest.mark.parametrize("kind", ["segmentation", "autoencoder"])
+def test_stem_puts_feature_level_0_at_full_resolution(kind):
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(kind, 3, [4, 8], n_classes=3, stem_channels=5))
+    x = torch.rand(1, 1, 8, 16, 8)
+    feats = net.features(x)
+    assert [f.shape for f in feats] == [(1, 5, 8, 16, 8), (1, 4, 4, 8, 4), (1, 8, 2, 4, 2)]
+    assert [f.shape for f in net.features(x, 2)] == [f.shape for f in feats[:2]]
+    assert net(x).shape[2:] == x.shape[2:]
+    # the loss only looks at the requested levels, the first of them at full resolution
+    loss = DeepSimLoss(net, levels=[0])
+    shifted = torch.roll(x, 1, dims=3)
+    assert float(loss(shifted, x)) > float(loss(x, x)) + 1e-4
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_maps_have_the_image_shape(dims):
     shape = (2, 1) + (16,) * dims

@@ -70,6 +70,33 @@ def test_registration_training_lowers_loss_and_keeps_config(tmp_path):
     assert "val_dice" in model.config["metrics"]
 
 
+def test_coarse_registration_network_predicts_on_the_input_grid(tmp_path):
+    from deepsim.networks import build_network
+
+    net = build_network({"kind": "registration", "spatial_dims": 2, "channels": [4, 8], "shrink": 2})
+    with torch.no_grad():  # a constant coarse field of (1, -0.5) coarse voxels
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.copy_(torch.tensor([1.0, -0.5]))
+    x = torch.rand(1, 1, 16, 24)
+    disp = net(x, x)
+    assert disp.shape == (1, 2, 16, 24)
+    assert torch.allclose(disp[0, :, 3, 5], torch.tensor([2.0, -1.0]))  # input-grid voxels
+    with pytest.raises(ValueError, match="multiple of 2"):
+        net(x[..., :15], x[..., :15])
+    # trains like the full-resolution net; the model grid's multiple must fit shrink x 2^stages
+    cfg = _cfg("registration", steps=20, loss={"similarity": "mse", "lambda": 0.1})
+    cfg["network"] = {"channels": [4, 8], "shrink": 2}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    from deepsim.training.train import load_config
+
+    with pytest.raises(ValueError, match="multiple of 8"):
+        load_config(path)
+    cfg["preprocessing"]["multiple"] = 8
+    train(cfg, tmp_path, device="cpu", progress=False)
+    assert load_model(tmp_path / "model.pt").registration.shrink == 2
+
+
 def test_resume_continues_where_it_stopped(tmp_path):
     cfg = _cfg("autoencoder", steps=20)
     train(cfg, tmp_path / "a", device="cpu", progress=False)

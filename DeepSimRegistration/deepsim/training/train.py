@@ -60,6 +60,7 @@ DEFAULT_OPTIM = {
     "plateau_patience": 5,
     "plateau_factor": 0.1,
     "amp": True,
+    "grad_clip": 0.0,
 }
 
 
@@ -267,6 +268,8 @@ def train(
             loss = task.loss(model, b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if optim_cfg["grad_clip"] > 0:  # one bad pair must not throw the weights off
+            nn.utils.clip_grad_norm_(net.parameters(), optim_cfg["grad_clip"])
         opt.step()
         step += 1
         if bar is not None:
