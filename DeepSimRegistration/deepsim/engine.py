@@ -7,7 +7,8 @@ composed after the field carried from the coarser level (or the network's predic
 smoothed parameter field (the smoothing of the update that ANTs SyN and ConvexAdam apply), either
 used directly or, when ``diffeomorphic``, integrated as a stationary velocity field by scaling and
 squaring, so every update is invertible. Loss: the weighted similarities under a mask plus
-``regularization`` times the diffusion of ``delta``. When MIND is the only similarity, a level may
+``regularization`` times the diffusion of ``delta`` (or, with ``regularize_field``, of the whole
+field ``base + delta``, so a rough start such as a network's prediction is smoothed too). When MIND is the only similarity, a level may
 evaluate it at a fresh random sample of mask voxels each step (``samples``: elastix's random
 sampler), interpolating the field and the moving descriptors at those points only. A level stops
 early when the loss has improved by less than ``tolerance`` (relative) over ``patience`` steps.
@@ -278,6 +279,11 @@ def optimise(
         lbase = resize_displacement(base, lshape) if base is not None else None
         pshape = _level_shape(lshape, lv.grid) if lv.grid > 1 else lshape
         p = fixed.new_zeros((1, dims, *pshape), requires_grad=True)
+        # what the regulariser adds the update to: nothing, or the field so far on the update's
+        # grid (base + delta: the first-order composition)
+        reg_base = None
+        if settings.regularize_field and lbase is not None:
+            reg_base = resize_displacement(lbase, pshape) if pshape != lshape else lbase
         sampled = level.sampled(lv.samples)
         opt = torch.optim.Adam([p], lr=lv.lr)
         history: list[float] = []
@@ -288,7 +294,8 @@ def optimise(
                 sim = level.sampled_similarity(delta, lbase, lv.samples, generator)
             else:
                 sim = level.similarity(_field(delta, lshape, lbase))
-            loss = sim + settings.regularization * diffusion(delta)
+            smooth = delta if reg_base is None else delta + reg_base
+            loss = sim + settings.regularization * diffusion(smooth)
             loss.backward()
             opt.step()
             history.append(float(loss.detach()))
