@@ -11,6 +11,8 @@ Usage::
 
     python benchmarks/engine_validation.py --dims 2 --pairs 3
     python benchmarks/engine_validation.py --dims 3 --pairs 2 --only "mind*3, reg 10" "ncc, reg 1"
+    python benchmarks/engine_validation.py --dims 3 --pairs 4 --preset recommended \
+        --only "mind*3, reg 10" "mind*3, reg 10, whole field" --out results/engine_validation_3d_field.json
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ CANDIDATES = {
             (1, 20, 0.3, 2.0, 2, 50_000),
         ),
     },
+    # the diffusion of the whole field so far plus the update, not of the update alone
+    "mind*3, reg 10, whole field": {
+        "similarity": (("mind", 3.0),),
+        "regularization": 10.0,
+        "regularize_field": True,
+    },
     "ncc, reg 1": {"similarity": (("ncc", 1.0),), "regularization": 1.0},
     "ncc, reg 3": {"similarity": (("ncc", 1.0),), "regularization": 3.0},
     "ncc + mind*3, reg 3": {"similarity": (("ncc", 1.0), ("mind", 3.0)), "regularization": 3.0},
@@ -68,6 +76,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--preset", help="a preset's levels instead of the tuning levels")
     parser.add_argument("--only", nargs="*", help="candidate names to run (default all)")
+    parser.add_argument(
+        "--out", type=Path, help="result file (default: results/engine_validation_<dims>d.json)"
+    )
     args = parser.parse_args(argv)
     pairs = list(
         semi_synthetic_pairs("fsaverage", args.pairs, VALIDATION_SEED, spatial_dims=args.dims)
@@ -114,7 +125,7 @@ def main(argv=None) -> int:
             flush=True,
         )
     write_json(
-        RESULTS / f"engine_validation_{args.dims}d.json",
+        args.out or RESULTS / f"engine_validation_{args.dims}d.json",
         {"environment": environment(), "seed": VALIDATION_SEED, "rows": rows},
     )
     return 0

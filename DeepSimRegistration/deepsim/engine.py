@@ -7,11 +7,12 @@ composed after the field carried from the coarser level (or the network's predic
 smoothed parameter field (the smoothing of the update that ANTs SyN and ConvexAdam apply), either
 used directly or, when ``diffeomorphic``, integrated as a stationary velocity field by scaling and
 squaring, so every update is invertible. Loss: the weighted similarities under a mask plus
-``regularization`` times the diffusion of ``delta`` (or, with ``regularize_field``, of the whole
-field ``base + delta``, so a rough start such as a network's prediction is smoothed too). When MIND is the only similarity, a level may
-evaluate it at a fresh random sample of mask voxels each step (``samples``: elastix's random
-sampler), interpolating the field and the moving descriptors at those points only. A level stops
-early when the loss has improved by less than ``tolerance`` (relative) over ``patience`` steps.
+``regularization`` times the diffusion of ``base + delta`` (``regularize_field``; the start, such
+as a network's prediction, is smoothed too where the data cannot see) or of ``delta`` alone.
+When MIND is the only similarity, a level may evaluate it at a fresh random sample of mask voxels
+each step (``samples``: elastix's random sampler), interpolating the field and the moving
+descriptors at those points only. A level stops early when the loss has improved by less than
+``tolerance`` (relative) over ``patience`` steps.
 
 Tensors follow :mod:`deepsim.warp`: images ``(1, 1, *spatial)``, displacements ``(1, D, *spatial)``
 in voxels of the grid they live on, ``warp(moving, u) ~ fixed``.
