@@ -3,8 +3,8 @@
 Methods (each returns the complete fixed -> moving mapping as a displacement on the fixed grid):
 
 * ``deepsim``, ``deepsim_fast``, ``deepsim_best``: :func:`deepsim.register.register` with the
-  shipped ``brain-3d`` model on the brain pairs and ``general-3d`` on the non-brain pair (robust
-  affine + network + the engine's ``recommended``, ``fast`` and ``best`` presets),
+  shipped ``brain-3d`` model (on the non-brain pair too, :data:`NON_BRAIN`; robust affine +
+  network + the engine's ``recommended``, ``fast`` and ``best`` presets),
   ``deepsim_net``: the network alone;
 * ANTs (antspyx) as its users run it: ``ants_syn_s`` and ``ants_synquick_s`` (the
   ``antsRegistrationSyN[Quick].sh`` presets), ``ants_syncc`` (SyN with CC; not in the default
@@ -181,7 +181,7 @@ def run_elastix(
     return mapped, np.asarray(itk.array_from_image(warped)), runtime
 
 
-NON_BRAIN = "general-3d"  # the shipped model for anything that is not a brain MRI
+NON_BRAIN = "brain-3d"  # the model for the non-brain pair: general-3d once one passes its gate
 
 DEEPSIM_IO = {
     "deepsim": ("recommended", None, True),
@@ -481,7 +481,9 @@ def main(argv=None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     notes = []
     model_paths = {"brain": resolve_model("brain-3d", 3), "non_brain": resolve_model(NON_BRAIN, 3)}
-    model_note = {k: str(v.relative_to(ROOT)) for k, v in model_paths.items()}
+    model_note = str(model_paths["brain"].relative_to(ROOT))
+    if model_paths["non_brain"] != model_paths["brain"]:
+        model_note += f" (the non-brain pair: {model_paths['non_brain'].relative_to(ROOT)})"
     models = {k: load_model(v, spatial_dims=3) for k, v in model_paths.items()}
     tools = [(t, "ants") for t in ANTS_PRESETS] + [("elastix", "itk"), ("elastix_brain", "itk")]
     tools += [("convexadam", "convexAdam")]

@@ -73,7 +73,9 @@ def test_registration_training_lowers_loss_and_keeps_config(tmp_path):
 def test_coarse_registration_network_predicts_on_the_input_grid(tmp_path):
     from deepsim.networks import build_network
 
-    net = build_network({"kind": "registration", "spatial_dims": 2, "channels": [4, 8], "shrink": 2})
+    net = build_network(
+        {"kind": "registration", "spatial_dims": 2, "channels": [4, 8], "shrink": 2}
+    )
     with torch.no_grad():  # a constant coarse field of (1, -0.5) coarse voxels
         net.head[-1].weight.zero_()
         net.head[-1].bias.copy_(torch.tensor([1.0, -0.5]))
