@@ -484,7 +484,8 @@ def main(argv=None) -> int:
     model_note = str(model_paths["brain"].relative_to(ROOT))
     if model_paths["non_brain"] != model_paths["brain"]:
         model_note += f" (the non-brain pair: {model_paths['non_brain'].relative_to(ROOT)})"
-    models = {k: load_model(v, spatial_dims=3) for k, v in model_paths.items()}
+    loaded = {p: load_model(p, spatial_dims=3) for p in set(model_paths.values())}
+    models = {k: loaded[p] for k, p in model_paths.items()}
     tools = [(t, "ants") for t in ANTS_PRESETS] + [("elastix", "itk"), ("elastix_brain", "itk")]
     tools += [("convexadam", "convexAdam")]
     for tool, module in tools:
@@ -511,6 +512,7 @@ def main(argv=None) -> int:
     previous = read_json(args.out) if args.merge else None
     if previous:
         rerun = {(r["method"], r["set"]) for r in records + sanity}
+        rerun_sets = {s for _, s in rerun}
         keep = [
             r
             for r in previous["records"] + previous.get("sanity_translation", [])
@@ -519,7 +521,7 @@ def main(argv=None) -> int:
         keep += [
             r
             for r in previous["records"]
-            if r["method"] == "identity" and r["set"] not in {s for _, s in rerun}
+            if r["method"] == "identity" and r["set"] not in rerun_sets
         ]
         records += [r for r in keep if r["set"] != "translation"]
         sanity += [r for r in keep if r["set"] == "translation"]

@@ -208,8 +208,6 @@ class FeatureExtractor(nn.Module):
         if self.stem is None:
             return self.backbone.encode(x, depth)
         x = self.stem(x)
-        if depth == 1:
-            return [x]
         return [x] + self.backbone.encode(x, None if depth is None else depth - 1)
 
 

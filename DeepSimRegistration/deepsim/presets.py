@@ -145,7 +145,6 @@ MODEL_SIMILARITY: dict[str, dict] = {
     "brain-3d": {"similarity": (("mind", 3.0),), "regularization": 10.0},
     "brain-3d-ae": {"similarity": (("mind", 3.0),), "regularization": 10.0},
     "general-2d": {"similarity": (("mind", 3.0),), "regularization": 10.0},
-    "general-3d": {"similarity": (("mind", 3.0),), "regularization": 10.0},
 }
 
 

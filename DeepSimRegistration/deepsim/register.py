@@ -236,9 +236,10 @@ def register(
     masks = {
         "fixed": _grid_mask(fixed_mask, grid, None),
         "moving": _grid_mask(moving_mask, grid, affine),
-        "fixed_view": field_of_view(fixed.grid, grid, None),
-        "moving_view": field_of_view(moving.grid, grid, affine),
     }
+    if opts.io_steps != 0:  # only the engine uses them
+        masks["fixed_view"] = field_of_view(fixed.grid, grid, None)
+        masks["moving_view"] = field_of_view(moving.grid, grid, affine)
 
     stages.step(0.25, f"predicting the displacement on {device.type}", "resample")
     try:
@@ -371,13 +372,8 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
         fmask, mmask = auto_masks(f, m)
         mask_kind = "auto" if mmask is None else "auto, each image's own foreground"
     # only where both images show their own content, not padding
-    for key, view in (("fixed_view", "fmask"), ("moving_view", "mmask")):
-        if masks[key] is not None:
-            inside = _to_tensor(masks[key], device)
-            if view == "fmask":
-                fmask = inside if fmask is None else fmask * inside
-            else:
-                mmask = inside if mmask is None else mmask * inside
+    fmask = _restrict(fmask, masks["fixed_view"], device)
+    mmask = _restrict(mmask, masks["moving_view"], device)
 
     def after_step(done: int, total: int) -> None:
         stages.check()
@@ -414,6 +410,14 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
         "mask": mask_kind,
     }
     return disp, info
+
+
+def _restrict(mask: torch.Tensor | None, view: np.ndarray | None, device) -> torch.Tensor | None:
+    """``mask`` limited to ``view`` (either may be None: no limit)."""
+    if view is None:
+        return mask
+    inside = _to_tensor(view, device)
+    return inside if mask is None else mask * inside
 
 
 def _predict(model: LoadedModel, fixed_m, moving_m, device) -> torch.Tensor:

@@ -125,9 +125,8 @@ def test_field_of_view_marks_where_the_model_grid_sees_the_image(dims):
     grid = model_grid(oblique_grid((20, 24, 18)[:dims]), 2.0, 2)
     image = Grid(grid.shape, grid.index_to_lps.copy())
     affine = np.eye(dims + 1)
-    affine[:dims, dims] = (
-        3 * grid.linear[:, 0]
-    )  # fixed point x -> moving point x + 3 voxels on axis 0
+    # fixed point x -> moving point x + 3 voxels along the grid's axis 0
+    affine[:dims, dims] = 3 * grid.linear[:, 0]
     assert field_of_view(image, image, None) is None
     inside = field_of_view(image, image, affine)
     n0 = grid.shape[0]
