@@ -59,6 +59,17 @@ CANDIDATES = {
         "regularization": 10.0,
         "regularize_field": True,
     },
+    # the recommended preset with half the random MIND samples on its two finer levels
+    "mind*3, reg 10, whole field, 25 000 samples": {
+        "similarity": (("mind", 3.0),),
+        "regularization": 10.0,
+        "regularize_field": True,
+        "levels": (
+            (4, 60, 0.5, 2.0, 1, 0),
+            (2, 40, 0.4, 2.0, 2, 25_000),
+            (1, 20, 0.3, 2.0, 2, 25_000),
+        ),
+    },
     "ncc, reg 1": {"similarity": (("ncc", 1.0),), "regularization": 1.0},
     "ncc, reg 3": {"similarity": (("ncc", 1.0),), "regularization": 3.0},
     "ncc + mind*3, reg 3": {"similarity": (("ncc", 1.0), ("mind", 3.0)), "regularization": 3.0},

@@ -105,6 +105,16 @@ def _downsample(x: torch.Tensor, shape: tuple[int, ...], shrink: int) -> torch.T
     return F.interpolate(x, size=shape, mode=interp_mode(len(shape)), align_corners=True)
 
 
+def _unravel(flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``(N, D)`` indices of flat (C-order) indices into ``shape``; ``torch.unravel_index`` would
+    import sympy on its first call (0.5 s of a fresh process)."""
+    out = []
+    for n in reversed(shape):
+        out.append(flat % n)
+        flat = flat // n
+    return torch.stack(out[::-1], 1)
+
+
 def _weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (values * weight).sum() / weight.sum().clamp_min(1e-6)
 
@@ -153,7 +163,7 @@ class _Level:
         pick = torch.randint(len(self._candidates), (samples,), generator=generator)
         # in memory order: the interpolation then reads neighbouring voxels (~3x faster on CPU)
         idx = self._candidates[pick.sort().values.to(self._candidates.device)]
-        points = torch.stack(torch.unravel_index(idx, self.shape), 1).to(self.fixed.dtype)
+        points = _unravel(idx, self.shape).to(self.fixed.dtype)
         ratio = torch.tensor(
             [(p - 1) / max(n - 1, 1) for p, n in zip(delta.shape[2:], self.shape)],
             dtype=points.dtype,
@@ -204,6 +214,26 @@ def _smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
         kernel = kernel / kernel.sum(1, keepdim=True)
         x = torch.tensordot(x, kernel, dims=([axis], [1])).movedim(-1, axis)
     return x
+
+
+class _Adam:
+    """Adam (Kingma and Ba; the update of ``torch.optim.Adam`` with its defaults) on one tensor.
+    Constructing ``torch.optim.Adam`` first imports ``torch._dynamo``: about 2.5 s on this CPU,
+    which every registration in a fresh process (each CLI call, Slicer's first) would pay."""
+
+    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.m, self.v, self.t = torch.zeros_like(param), torch.zeros_like(param), 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        (b1, b2), g = self.betas, self.param.grad
+        self.t += 1
+        self.m.lerp_(g, 1 - b1)
+        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (self.v.sqrt() / (1 - b2**self.t) ** 0.5).add_(self.eps)
+        self.param.addcdiv_(self.m, denom, value=-self.lr / (1 - b1**self.t))
+        self.param.grad = None
 
 
 def _update(p: torch.Tensor, lv: LevelSettings, settings: EngineSettings) -> torch.Tensor:
@@ -286,10 +316,9 @@ def optimise(
         if settings.regularize_field and lbase is not None:
             reg_base = resize_displacement(lbase, pshape) if pshape != lshape else lbase
         sampled = level.sampled(lv.samples)
-        opt = torch.optim.Adam([p], lr=lv.lr)
+        opt = _Adam(p, lv.lr)
         history: list[float] = []
         for _ in range(lv.steps):
-            opt.zero_grad(set_to_none=True)
             delta = _update(p, lv, settings)
             if sampled:
                 sim = level.sampled_similarity(delta, lbase, lv.samples, generator)

@@ -259,9 +259,11 @@ def resample(
     fixed_to_moving: np.ndarray | None = None,
     interpolator: str = "linear",
     default: float = 0.0,
+    extrapolate: bool = False,
 ) -> Image:
     """Resample ``image`` onto ``grid`` (SimpleITK). ``fixed_to_moving``: optional homogeneous LPS
-    affine mapping points of ``grid`` to points of ``image`` (resampling convention)."""
+    affine mapping points of ``grid`` to points of ``image`` (resampling convention). Outside
+    ``image``'s field of view: ``default``, or with ``extrapolate`` the nearest voxel's value."""
     import SimpleITK as sitk
 
     interp = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
@@ -276,7 +278,13 @@ def resample(
     )
     src = to_sitk(image)
     out = sitk.Resample(
-        src, grid.reference(), transform, interp[interpolator], default, src.GetPixelID()
+        src,
+        grid.reference(),
+        transform,
+        interp[interpolator],
+        default,
+        src.GetPixelID(),
+        extrapolate,
     )
     return Image(sitk.GetArrayFromImage(out), grid)
 

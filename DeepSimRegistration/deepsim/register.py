@@ -231,8 +231,10 @@ def register(
     lo, hi = pre.lower_percentile, pre.upper_percentile
     fixed_norm = Image(normalize_intensity(fixed.array, lo, hi), fixed.grid)
     moving_norm = Image(normalize_intensity(moving.array, lo, hi), moving.grid)
-    fixed_m = resample(fixed_norm, grid).array
-    moving_m = resample(moving_norm, grid, affine).array
+    # beyond each image's field of view its edge values, not a zero padding whose artificial edge
+    # the similarity would match (the masks below leave those voxels out as well)
+    fixed_m = resample(fixed_norm, grid, extrapolate=True).array
+    moving_m = resample(moving_norm, grid, affine, extrapolate=True).array
     masks = {
         "fixed": _grid_mask(fixed_mask, grid, None),
         "moving": _grid_mask(moving_mask, grid, affine),
@@ -327,8 +329,8 @@ def field_of_view(
 ) -> np.ndarray | None:
     """Where ``grid`` (through ``affine``) sees inside ``image``'s field of view, ``margin``
     voxels in from its edge (MIND's reach), as a 0/1 float array; None when that is everywhere.
-    Outside it the resampled image is padding, whose artificial edge must not pull the field
-    (an object cut by the field of view, as CT bodies and these phantoms are)."""
+    Outside it the resampled image only repeats its edge, which must not pull the field (an
+    object cut by the field of view, as CT bodies and the phantoms of the gate are)."""
     ones = Image(np.ones(image.shape, np.float32), image)
     inside = resample(ones, grid, affine, "linear").array > 0.5
     if margin:
@@ -505,7 +507,7 @@ def warp_image(image: Image, fixed: Grid, displacement: np.ndarray, interpolator
 
 def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, device):
     """DeepSim and NCC heatmaps before (identity) and after registration, on the fixed grid."""
-    before_m = resample(moving_norm, grid).array
+    before_m = resample(moving_norm, grid, extrapolate=True).array
     f = _to_tensor(fixed_m, device)
     after = warp(_to_tensor(moving_m, device), disp.to(device))
     pairs = {"before": _to_tensor(before_m, device), "after": after}

@@ -132,6 +132,23 @@ def test_resample_through_affine_is_the_resampling_convention():
     assert np.allclose(out[4:-4, 4:-4, 4:-4], expected[4:-4, 4:-4, 4:-4], atol=1e-3)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_resample_extrapolates_the_nearest_edge_voxel_when_asked(dims):
+    """Through a shift of 3 voxels along the oblique grid's first axis, the last 3 rows fall
+    outside the image: the default pads them with ``default``; ``extrapolate`` repeats the image's
+    last row there (its nearest voxels), and inside both agree."""
+    grid = oblique_grid((12, 14, 10)[:dims])
+    image = Image(np.random.default_rng(2).random(grid.shape).astype(np.float32), grid)
+    affine = np.eye(dims + 1)
+    affine[:dims, dims] = 3 * grid.linear[:, 0]  # fixed index i -> moving index i + 3 (axis 0)
+    padded = resample(image, grid, affine, default=-7.0).array
+    extended = resample(image, grid, affine, extrapolate=True).array
+    assert np.allclose(padded[:-3], image.array[3:], atol=1e-5)
+    assert np.allclose(extended[:-3], padded[:-3])
+    assert np.all(padded[-2:] == -7.0)
+    assert np.allclose(extended[-2:], image.array[-1:], atol=1e-5)
+
+
 def test_overlap_fraction():
     a = oblique_grid((10, 10, 10))
     assert overlap_fraction(a, a) == 1.0
