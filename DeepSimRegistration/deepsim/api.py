@@ -176,37 +176,23 @@ class LossSpec:
 @dataclass(frozen=True)
 class ModelInfo:
     """What a model says about itself. ``default``: the default model of its dimension;
-    ``default_io_steps`` / ``default_io_lr``: its recommended instance optimisation; ``extra``:
-    free provenance (data, training log, card text, hardware) kept for the model card."""
+    ``extra``: free provenance (data, training log, card text, hardware) kept for the model card.
+    The engine's settings come from :mod:`deepsim.presets`, not from the model file (older files'
+    ``default_io_steps`` / ``default_io_lr`` are ignored)."""
 
     description: str = ""
     default: bool = False
-    default_io_steps: int = 0
-    default_io_lr: float = 0.05
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ModelInfo:
         d = dict(_known_any(d or {}, "info"))
-        steps = int(d.pop("default_io_steps", cls.default_io_steps))
-        if steps < 0:
-            raise ValueError(f"info.default_io_steps must be >= 0, got {steps}")
-        return cls(
-            str(d.pop("description", "")),
-            bool(d.pop("default", False)),
-            steps,
-            _positive(d.pop("default_io_lr", cls.default_io_lr), "info.default_io_lr"),
-            d,
-        )
+        for unused in ("default_io_steps", "default_io_lr"):
+            d.pop(unused, None)
+        return cls(str(d.pop("description", "")), bool(d.pop("default", False)), d)
 
     def to_dict(self) -> dict:
-        return {
-            **self.extra,
-            "description": self.description,
-            "default": self.default,
-            "default_io_steps": self.default_io_steps,
-            "default_io_lr": self.default_io_lr,
-        }
+        return {**self.extra, "description": self.description, "default": self.default}
 
 
 @dataclass
@@ -285,8 +271,6 @@ class ModelEntry:
     kind: str
     description: str
     default: bool
-    default_io_steps: int
-    default_io_lr: float
 
 
 def models_dir() -> Path:
@@ -305,8 +289,6 @@ def catalogue_entry(config: dict) -> dict:
         "kind": "registration" if "registration" in nets else "extractor",
         "description": info.description,
         "default": info.default,
-        "default_io_steps": info.default_io_steps,
-        "default_io_lr": info.default_io_lr,
     }
 
 
@@ -330,8 +312,6 @@ def catalogue(
                 str(d["kind"]),
                 str(d.get("description", "")),
                 bool(d.get("default", False)),
-                int(d.get("default_io_steps", 0)),
-                float(d.get("default_io_lr", 0.05)),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             if skipped is not None:

@@ -739,14 +739,6 @@ CASES: list[Case] = [
         "spatial_dims must be",
     ),
     Case(
-        "model-io-steps-negative",
-        6,
-        lambda e, w: reg(
-            e, w, model=model_payload(w / "in" / "i.pt", set_config(info__default_io_steps=-5))
-        ),
-        "info.default_io_steps must be",
-    ),
-    Case(
         "evaluate-unknown-split",
         6,
         lambda e, w: evaluate(w, "--model", e.model2d, "--split", "tset"),
