@@ -58,6 +58,7 @@ from common import (  # noqa: E402
     RESULTS,
     ROOT,
     environment,
+    machine_label,
     read_json,
     summary_stats,
     write_json,
@@ -509,8 +510,18 @@ def main(argv=None) -> int:
             model = models["non_brain" if pair["set"] == "non_brain" else "brain"]
             records.extend(run_pair(pair, methods, model, args, folder))
 
+    # each record names the machine and run it was measured in, so merged files never compare
+    # times across machines (render_classical.py shows "time x" only on one kind of CPU)
+    here = environment()
+    for r in records + sanity:
+        r["machine"] = machine_label(here)
     previous = read_json(args.out) if args.merge else None
     if previous:
+        earlier = previous.get("merged_from") or {}
+        for r in previous["records"] + previous.get("sanity_translation", []):
+            if "machine" not in r:  # files from before records named their machine
+                older = r["method"] in earlier.get("methods", []) and earlier.get("environment")
+                r["machine"] = machine_label(older or previous["environment"])
         rerun = {(r["method"], r["set"]) for r in records + sanity}
         rerun_sets = {s for _, s in rerun}
         keep = [
@@ -597,7 +608,7 @@ def main(argv=None) -> int:
         "summary": summary,
         "records": records,
         "wall_s": round(time.perf_counter() - t_start, 1),
-        "environment": environment(),
+        "environment": here,
     }
     if previous:
         result["notes"] = list(dict.fromkeys(notes))

@@ -55,6 +55,11 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def machine_label(env: dict) -> dict:
+    """Which machine and run a result was measured in: CPU, date and commit."""
+    return {k: env.get(k) for k in ("host_cpu", "date", "git_commit")}
+
+
 def environment() -> dict:
     """Where and when a result was produced (so a table can say which machine gave it)."""
     import torch

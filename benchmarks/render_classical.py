@@ -7,6 +7,22 @@ from common import fmt, md_table
 from render_common import SETS, dice_cell, env_line, machine_line
 
 
+def _machines(records: list[dict]) -> dict[tuple[str, str], str | None]:
+    """(method, set) -> the machine and run its records were measured in, as text (None: not
+    recorded, files from before records named it; "several" when they differ)."""
+    out: dict[tuple[str, str], str | None] = {}
+    for r in records:
+        m = r.get("machine")
+        label = m and f"{m['host_cpu']}, {m['date']}, commit {m['git_commit']}"
+        key = (r["method"], r["set"])
+        out[key] = label if out.get(key, label) == label else "several"
+    return out
+
+
+def _cpu(label: str | None) -> str | None:
+    return label.split(",")[0] if label else None
+
+
 def classical_section(res: dict | None) -> list[str]:
     out = ["## DeepSim against ANTs, elastix and ConvexAdam (`benchmarks/classical.py`)", ""]
     if res is None:
@@ -19,7 +35,22 @@ def classical_section(res: dict | None) -> list[str]:
         f"{s['seed']}), real inter-template pairs, a whole-head pair and a non-brain pair.",
         "",
     ]
-    if res.get("merged_from"):
+    machines = _machines(res["records"])
+    if len(set(machines.values())) > 1:
+        out += [
+            "The records were measured in several runs (`--merge`); **time ×** compares a method "
+            "with DeepSim recommended only where both ran on the same kind of CPU:",
+            "",
+        ]
+        for label in sorted(set(machines.values()), key=str):
+            groups = sorted(
+                f"{NAMES.get(m, m)} ({SETS.get(s, s)})"
+                for (m, s), v in machines.items()
+                if v == label and m != "identity"
+            )
+            out.append(f"- {label}: {', '.join(groups)}")
+        out.append("")
+    elif res.get("merged_from"):
         mf = res["merged_from"]
         out += [
             f"Rows of {', '.join(NAMES.get(m, m) for m in mf['methods'])} come from an earlier "
@@ -57,7 +88,8 @@ def classical_section(res: dict | None) -> list[str]:
                 continue
             ours = res["summary"].get("deepsim", {}).get(test_set)
             ratio = None
-            if ours and m != "identity" and ours["runtime_s"]["mean"]:
+            same = _cpu(machines.get((m, test_set))) == _cpu(machines.get(("deepsim", test_set)))
+            if ours and m != "identity" and ours["runtime_s"]["mean"] and same:
                 ratio = e["runtime_s"]["mean"] / ours["runtime_s"]["mean"]
             rows.append(
                 [
