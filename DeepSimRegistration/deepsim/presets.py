@@ -105,20 +105,21 @@ PRESETS: dict[str, dict] = {
         "levels": (LevelSettings(4, 30, 0.5), LevelSettings(1, 15, 0.3, grid=2, samples=30_000)),
         "diffeomorphic": False,
     },
-    # the default: 1/4, 1/2 and the model grid, 25 000 random mask voxels per step on the finer
+    # the default: 1/4, 1/2 and the model grid, 50 000 random mask voxels per step on the finer
     # two (elastix's random sampler; dense evaluation gave the same endpoint error, 0.57 mm, on a
-    # held-out 2 mm brain pair in 4x the time; 25 000 against 50 000 samples: 0.732 against
-    # 0.729 mm on 4 fsaverage validation pairs in 6.4 against 9.0 s a pair, 0.722 against
-    # 0.726 mm on 4 phantom validation pairs, results/engine_validation_3d_samples.json);
-    # a full-resolution level roughly halves the endpoint error (1.24 -> 0.58 mm there); the two finer levels update on grids twice as coarse
-    # (0.752 against 0.783 mm on 4 fsaverage validation pairs, benchmarks/engine_validation.py);
+    # held-out 2 mm brain pair in 4x the time; 25 000 samples matched 50 000 on 4 fsaverage
+    # validation pairs, 0.732 against 0.729 mm, results/engine_validation_3d_samples.json, but
+    # cost 0.03 mm on the brain-3d card's held-out pairs, 0.604 against 0.576 mm, so not taken);
+    # a full-resolution level roughly halves the endpoint error (1.24 -> 0.58 mm there); the two
+    # finer levels update on grids twice as coarse (0.752 against 0.783 mm on 4 fsaverage
+    # validation pairs, benchmarks/engine_validation.py);
     # plain updates: scaling and squaring cost 40 % more time for the same error and no folding
     # (benchmarks/classical.py reports folding per pair)
     "recommended": {
         "levels": (
             LevelSettings(4, 60, 0.5),
-            LevelSettings(2, 40, 0.4, grid=2, samples=25_000),
-            LevelSettings(1, 20, 0.3, grid=2, samples=25_000),
+            LevelSettings(2, 40, 0.4, grid=2, samples=50_000),
+            LevelSettings(1, 20, 0.3, grid=2, samples=50_000),
         ),
         "diffeomorphic": False,
     },
