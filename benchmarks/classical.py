@@ -513,8 +513,9 @@ def main(argv=None) -> int:
     # each record names the machine and run it was measured in, so merged files never compare
     # times across machines (render_classical.py shows "time x" only on one kind of CPU)
     here = environment()
+    label = machine_label(here)
     for r in records + sanity:
-        r["machine"] = machine_label(here)
+        r["machine"] = label
     previous = read_json(args.out) if args.merge else None
     if previous:
         earlier = previous.get("merged_from") or {}

@@ -7,20 +7,21 @@ from common import fmt, md_table
 from render_common import SETS, dice_cell, env_line, machine_line
 
 
-def _machines(records: list[dict]) -> dict[tuple[str, str], str | None]:
-    """(method, set) -> the machine and run its records were measured in, as text (None: not
-    recorded, files from before records named it; "several" when they differ)."""
-    out: dict[tuple[str, str], str | None] = {}
+def _machines(records: list[dict]) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+    """(method, set) -> (the machine and run its records were measured in, as text; its CPU).
+    (None, None): not recorded (files from before records named it); ("several", None) when
+    the records of one method and set differ."""
+    out: dict[tuple[str, str], tuple[str | None, str | None]] = {}
     for r in records:
         m = r.get("machine")
-        label = m and f"{m['host_cpu']}, {m['date']}, commit {m['git_commit']}"
+        value = (
+            (f"{m['host_cpu']}, {m['date']}, commit {m['git_commit']}", m["host_cpu"])
+            if m
+            else (None, None)
+        )
         key = (r["method"], r["set"])
-        out[key] = label if out.get(key, label) == label else "several"
+        out[key] = value if out.get(key, value) == value else ("several", None)
     return out
-
-
-def _cpu(label: str | None) -> str | None:
-    return label.split(",")[0] if label else None
 
 
 def classical_section(res: dict | None) -> list[str]:
@@ -36,17 +37,17 @@ def classical_section(res: dict | None) -> list[str]:
         "",
     ]
     machines = _machines(res["records"])
-    if len(set(machines.values())) > 1:
+    if len({label for label, _ in machines.values()}) > 1:
         out += [
             "The records were measured in several runs (`--merge`); **time ×** compares a method "
             "with DeepSim recommended only where both ran on the same kind of CPU:",
             "",
         ]
-        for label in sorted(set(machines.values()), key=str):
+        for label in sorted({label for label, _ in machines.values()}, key=str):
             groups = sorted(
                 f"{NAMES.get(m, m)} ({SETS.get(s, s)})"
-                for (m, s), v in machines.items()
-                if v == label and m != "identity"
+                for (m, s), (text, _) in machines.items()
+                if text == label and m != "identity"
             )
             out.append(f"- {label}: {', '.join(groups)}")
         out.append("")
@@ -88,7 +89,8 @@ def classical_section(res: dict | None) -> list[str]:
                 continue
             ours = res["summary"].get("deepsim", {}).get(test_set)
             ratio = None
-            same = _cpu(machines.get((m, test_set))) == _cpu(machines.get(("deepsim", test_set)))
+            cpu = machines.get((m, test_set), (None, None))[1]
+            same = cpu == machines.get(("deepsim", test_set), (None, None))[1]
             if ours and m != "identity" and ours["runtime_s"]["mean"] and same:
                 ratio = e["runtime_s"]["mean"] / ours["runtime_s"]["mean"]
             rows.append(
