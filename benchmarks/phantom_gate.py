@@ -10,10 +10,12 @@ folding, runtime. Rows per model:
 * ``default``: as ``deepsim register`` runs it (network + the engine's ``recommended`` preset);
 * ``network only``: ``io_steps = 0``;
 * ``engine only``: the same engine from the identity (the network's output zeroed), so the two
-  rows above show what the network adds.
+  rows above show what the network adds;
+* ``affine only`` (once, model-independent): the affine pre-alignment alone.
 
-Gate (issue 11): ``default`` endpoint error below half of identity's on every pair, Dice above
-identity's, runtime <= 5 s.
+Gates (issue 11): ``default`` endpoint error below half of identity's on every pair, Dice above
+identity's, runtime <= 5 s; the network helps: ``network only`` (affine + network) has a lower
+mean endpoint error than identity and than the affine alone.
 
 Usage::
 
@@ -130,15 +132,18 @@ def main(argv=None) -> int:
     grid = phantom_grid()
     pairs = [phantom_pair(s, grid) for s in args.seeds]
     results = {"identity": {"identity": identity_rows(pairs, grid)}}
-    for name in names:
+    for k, name in enumerate(names):
         model = load_model(cat[name].path if name in cat else Path(name), spatial_dims=3)
+        if k == 0:  # the affine pre-alignment does not depend on the model
+            results["affine"] = {"affine only": run(zero_network(model), pairs, grid, io_steps=0)}
         results[name] = {
             "default (recommended)": run(model, pairs, grid),
             "network only": run(model, pairs, grid, io_steps=0),
             "engine only": run(zero_network(model), pairs, grid),
         }
     ident = results["identity"]["identity"]
-    table, verdict = [], {}
+    table, verdict, helps = [], {}, {}
+    mean_epe = lambda rows: float(np.mean([r["endpoint_error_mm"] for r in rows]))  # noqa: E731
     for name, variants in results.items():
         for variant, rows in variants.items():
             for seed, r, i in zip(args.seeds, rows, ident):
@@ -154,10 +159,15 @@ def main(argv=None) -> int:
                     and r["runtime_s"] <= 5.0
                     for r, i in zip(rows, ident)
                 )
+            if variant == "network only":
+                helps[name] = mean_epe(rows) < min(
+                    mean_epe(ident), mean_epe(results["affine"]["affine only"])
+                )
     header = ["model", "variant", "seed", "EPE identity mm", "EPE mm", "Dice identity"]
     header += ["Dice", "runtime s"]
     print(md_table(header, table))
     print("\ngate (EPE < identity/2, Dice up, <= 5 s on every pair):", verdict)
+    print("network helps (network only: mean EPE below identity's and the affine's):", helps)
     write_json(
         args.out,
         {
@@ -166,6 +176,7 @@ def main(argv=None) -> int:
             "seeds": args.seeds,
             "results": results,
             "passes": verdict,
+            "network_helps": helps,
         },
     )
     return 0

@@ -128,7 +128,8 @@ class LossSpec:
     """The similarity a model was trained with, reused by instance optimisation and heatmaps.
     ``lam``: weight of the diffusion regulariser (``lambda`` in files); ``levels``: the extractor's
     feature levels DeepSim averages (None = all); ``window``: NCC window; ``n_classes``: labels
-    of NCC_sup; ``extractor``: training-time path of the
+    of NCC_sup; ``field_weight``: training only, weight of the mean squared endpoint error (voxels)
+    to the ground-truth displacement of synthetic pairs; ``extractor``: training-time path of the
     extractor model file (not used at run time: the extractor ships inside the model)."""
 
     similarity: str = "deepsim"
@@ -137,6 +138,7 @@ class LossSpec:
     level_weights: tuple[float, ...] | None = None
     window: int = 9
     n_classes: int | None = None
+    field_weight: float = 0.0
     extractor: str | None = None
     vgg_weights: str | None = None
 
@@ -154,6 +156,11 @@ class LossSpec:
         lam = float(d.get("lam", cls.lam))
         if not (math.isfinite(lam) and lam >= 0):
             raise ValueError(f"loss.lambda must be a non-negative number, got {lam!r}")
+        field_weight = float(d.get("field_weight", cls.field_weight))
+        if not (math.isfinite(field_weight) and field_weight >= 0):
+            raise ValueError(
+                f"loss.field_weight must be a non-negative number, got {field_weight!r}"
+            )
         levels = d.get("levels")
         weights = d.get("level_weights")
         return cls(
@@ -163,6 +170,7 @@ class LossSpec:
             None if weights is None else tuple(float(v) for v in weights),
             int(_positive(d.get("window", cls.window), "loss.window")),
             None if d.get("n_classes") is None else int(d["n_classes"]),
+            field_weight,
             d.get("extractor"),
             d.get("vgg_weights"),
         )

@@ -138,8 +138,9 @@ def check_training_config(cfg: dict, path: str | Path) -> None:
     c.integer(net, "stem_channels", "network.", low=0)
     c.integer(net, "shrink", "network.", low=1)
     c.number(net, "dropout", "network.", positive=False, below=1)
-    if "bnorm" in net and not isinstance(net["bnorm"], bool):
-        c.fail("network.bnorm", "true or false", net["bnorm"])
+    for key in ("bnorm", "flow_features"):
+        if key in net and not isinstance(net[key], bool):
+            c.fail(f"network.{key}", "true or false", net[key])
     check_data_config(cfg["data"], source)
     optim = c.obj(cfg, "optim")
     c.number(optim, "lr", "optim.")
@@ -152,6 +153,7 @@ def check_training_config(cfg: dict, path: str | Path) -> None:
         c.fail("optim.amp", "true or false", optim["amp"])
     loss = c.obj(cfg, "loss")
     c.number(loss, "lambda", "loss.", positive=False)
+    c.number(loss, "field_weight", "loss.", positive=False)
     if "similarity" in loss and not isinstance(loss["similarity"], str):
         c.fail("loss.similarity", "a string", loss["similarity"])
     pre = c.obj(cfg, "preprocessing")

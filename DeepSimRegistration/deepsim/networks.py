@@ -22,6 +22,7 @@ __all__ = [
     "SegmentationNet",
     "AutoEncoder",
     "RegistrationNet",
+    "flow_features",
     "build_network",
 ]
 
@@ -50,6 +51,8 @@ class NetworkConfig:
     shrink: registration net only: the U-Net sees its inputs average-pooled by this factor and
         its field is upsampled back (a coarse network that predicts the large deformation
         cheaply; the engine refines at the full resolution).
+    flow_features: registration net only: the U-Net also sees :func:`flow_features` of its
+        inputs, the local evidence of motion, which a plain U-Net must otherwise discover.
     """
 
     kind: Literal["segmentation", "autoencoder", "registration"]
@@ -62,6 +65,7 @@ class NetworkConfig:
     integration_steps: int = 0
     stem_channels: int = 0
     shrink: int = 1
+    flow_features: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkConfig":
@@ -235,6 +239,18 @@ class AutoEncoder(FeatureExtractor):
         return torch.sigmoid(self.head(self._decode(x)))
 
 
+def flow_features(moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """``(B, 1 + D, *spatial)``: the difference ``d = fixed - moving`` and, per axis, ``4 d g``
+    with ``g`` the gradient of the mean image (central differences, one-sided at the border):
+    up to sign and scale, the gradient of the squared difference with respect to the
+    displacement at the identity, i.e. the direction of the first step of a demons or SSD
+    optimiser. The factor 4 brings it to about the range of images in [0, 1]."""
+    d = fixed - moving
+    dims = tuple(range(2, moving.ndim))
+    g = torch.stack(torch.gradient((fixed + moving) / 2, dim=dims), dim=1)[:, :, 0]
+    return torch.cat([d, 4.0 * d * g], dim=1)
+
+
 class RegistrationNet(nn.Module):
     """VoxelMorph-style U-Net: ``forward(moving, fixed)`` returns a displacement ``(B, D, *spatial)``
     in voxels (channel i along tensor axis i). The last conv starts near zero (N(0, 1e-5)), so an
@@ -251,8 +267,10 @@ class RegistrationNet(nn.Module):
         self.spatial_dims = cfg.spatial_dims
         self.integration_steps = cfg.integration_steps
         self.shrink = cfg.shrink
+        self.flow_features = cfg.flow_features
+        inputs = 2 + (1 + cfg.spatial_dims if cfg.flow_features else 0)
         self.backbone = UNetBackbone(
-            cfg.spatial_dims, 2, cfg.channels, True, cfg.bnorm, cfg.dropout
+            cfg.spatial_dims, inputs, cfg.channels, True, cfg.bnorm, cfg.dropout
         )
         width = cfg.head_channels or self.backbone.out_channels
         self.head = _head(cfg.spatial_dims, self.backbone.out_channels, width, cfg.spatial_dims, 3)
@@ -278,6 +296,8 @@ class RegistrationNet(nn.Module):
                     f"got {tuple(x.shape[2:])}"
                 )
             x = _AVG_POOL[self.spatial_dims](x, self.shrink)
+        if self.flow_features:
+            x = torch.cat([x, flow_features(x[:, :1], x[:, 1:])], dim=1)
         flow = self.head(self.backbone(x)[0])
         if self.integration_steps:
             flow = integrate_velocity(flow.float(), self.integration_steps)

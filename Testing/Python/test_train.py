@@ -70,6 +70,61 @@ def test_registration_training_lowers_loss_and_keeps_config(tmp_path):
     assert "val_dice" in model.config["metrics"]
 
 
+def test_field_supervision_pulls_the_network_to_the_known_displacement():
+    from deepsim.networks import build_network
+    from deepsim.training.datasets import make_source
+    from deepsim.training.train import _Task
+
+    torch.manual_seed(0)
+    net = build_network({"kind": "registration", "spatial_dims": 2, "channels": [8, 16]})
+    pair = make_source(DATA, "val", 0).pair(0)
+    loss = {"similarity": "mse", "lambda": 0.0}
+    plain = _Task(_cfg("registration", loss=loss), net, None, "cpu")
+    task = _Task(_cfg("registration", loss={**loss, "field_weight": 2.0}), net, None, "cpu")
+    with torch.no_grad():  # the term is field_weight x the mean squared endpoint error
+        sq_epe = (net(pair["moving"], pair["fixed"]) - pair["disp"]).square().sum(1).mean()
+        assert torch.isclose(task.loss(net, pair), plain.loss(net, pair) + 2.0 * sq_epe)
+
+    def epe():
+        with torch.no_grad():
+            return float((net(pair["moving"], pair["fixed"]) - pair["disp"]).norm(dim=1).mean())
+
+    before, opt = epe(), torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(40):
+        opt.zero_grad()
+        task.loss(net, pair).backward()
+        opt.step()
+    assert epe() < 0.5 * before
+    # a pair without a known displacement cannot supervise the field
+    with pytest.raises(ValueError, match="field_weight"):
+        task.loss(net, {k: v for k, v in pair.items() if k != "disp"})
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_flow_features_point_along_a_known_shift(dims):
+    from deepsim.networks import build_network, flow_features
+
+    shape = (12, 10, 8)[:dims]
+    for axis in range(dims):
+        coords = torch.arange(shape[axis], dtype=torch.float32).reshape(
+            [-1 if i == axis else 1 for i in range(dims)]
+        )
+        moving = (0.05 * coords).expand(shape)[None, None]
+        fixed = moving + 0.05 * 0.5  # moving seen 0.5 voxel further along ``axis``
+        feats = flow_features(moving, fixed)
+        assert feats.shape == (1, 1 + dims, *shape)
+        assert torch.allclose(feats[:, 0], torch.tensor(0.025))
+        expected = torch.zeros(dims)
+        expected[axis] = 4 * 0.025 * 0.05  # 4 d g, pointing along the shift
+        assert torch.allclose(feats[0, 1:].flatten(1).mean(1), expected, atol=1e-7)
+    net = build_network(
+        {"kind": "registration", "spatial_dims": dims, "channels": [4, 8], "flow_features": True}
+    )
+    assert net.backbone.encoder[0].block[1].in_channels == 3 + dims  # after the batch norm
+    x = torch.rand(1, 1, *(8,) * dims)
+    assert net(x, x).shape == (1, dims, *(8,) * dims)
+
+
 def test_coarse_registration_network_predicts_on_the_input_grid(tmp_path):
     from deepsim.networks import build_network
 

@@ -2,7 +2,8 @@
 
 One loop for the three tasks: ``segmentation`` (DeepSim_seg extractor, cross-entropy + soft Dice),
 ``autoencoder`` (DeepSim_ae extractor, MSE reconstruction) and ``registration`` (similarity +
-lambda * diffusion). Adam, plateau learning-rate decay on the validation score, model selection on
+lambda * diffusion, plus ``loss.field_weight`` times the squared endpoint error to a synthetic
+pair's known displacement). Adam, plateau learning-rate decay on the validation score, model selection on
 validation Dice (registration) or loss (extractors), checkpoints that carry their config, resume
 after interruption, seeded runs, and DistributedDataParallel under ``torchrun`` (NCCL on GPUs,
 gloo on CPU). The best model is written as a model file (:mod:`deepsim.modelio`).
@@ -136,7 +137,7 @@ def _batch(source, n: int, generator, device) -> dict:
     return {
         k: torch.cat([it[k] for it in items])
         for k in items[0]
-        if k in ("fixed", "moving", "fixed_labels", "moving_labels")
+        if k in ("fixed", "moving", "fixed_labels", "moving_labels", "disp")
     }
 
 
@@ -147,7 +148,8 @@ class _Task:
         self.kind = cfg["task"]
         self.net = net
         self.extractor = None
-        self.lam = LossSpec.from_dict(cfg.get("loss")).lam
+        spec = LossSpec.from_dict(cfg.get("loss"))
+        self.lam, self.field_weight = spec.lam, spec.field_weight
         if self.kind == "registration":
             self.sim, self.extractor = similarity_loss(
                 cfg.get("loss", {}), cfg["spatial_dims"], base, device
@@ -163,7 +165,14 @@ class _Task:
             return F.mse_loss(model(x).float(), x)
         disp = model(b["moving"], b["fixed"])
         warped = warp(b["moving"], disp)
-        return self.sim(warped, b["fixed"], disp, b) + self.lam * diffusion(disp)
+        loss = self.sim(warped, b["fixed"], disp, b) + self.lam * diffusion(disp)
+        if self.field_weight:
+            if "disp" not in b:
+                raise ValueError(
+                    "loss.field_weight needs pairs with a known displacement (synthetic data)"
+                )
+            loss = loss + self.field_weight * (disp - b["disp"]).square().sum(1).mean()
+        return loss
 
     @torch.no_grad()
     def validate(self, source, n: int, device) -> dict:
