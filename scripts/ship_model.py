@@ -1,6 +1,8 @@
 """Copy a trained model file into the shipped models, recording its training log and refreshing
-its ``info`` (description, defaults, card) from ``configs/NAME.json``; write its catalogue entry
-``NAME.json`` beside it (read without torch by ``deepsim.api.catalogue``).
+its ``info`` (description, defaults, card) and its model grid's size multiple
+(``preprocessing.multiple``, a deploy setting: the weights do not depend on it) from
+``configs/NAME.json``; write its catalogue entry ``NAME.json`` beside it (read without torch by
+``deepsim.api.catalogue``).
 
 usage: python scripts/ship_model.py runs/NAME/registration/model.pt DeepSimRegistration/deepsim/models/NAME.pt
 """
@@ -18,7 +20,10 @@ def main(src: str, dst: str) -> None:
     config = dict(model.config)
     source = Path(__file__).resolve().parent.parent / "configs" / f"{Path(dst).stem}.json"
     if source.is_file():
-        config.setdefault("info", {}).update(json.loads(source.read_text()).get("info", {}))
+        own = json.loads(source.read_text())
+        config.setdefault("info", {}).update(own.get("info", {}))
+        if "multiple" in own.get("preprocessing", {}):
+            config.setdefault("preprocessing", {})["multiple"] = own["preprocessing"]["multiple"]
     log = Path(src).with_name("log.jsonl")
     if log.exists():
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]

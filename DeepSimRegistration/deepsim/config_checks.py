@@ -162,14 +162,6 @@ def check_training_config(cfg: dict, path: str | Path) -> None:
         for v in spacing:
             c.number({"spacing": v}, "spacing", "preprocessing.")
     c.integer(pre, "multiple", "preprocessing.", low=1)
-    if cfg["task"] == "registration" and isinstance(net.get("channels"), list):
-        need = net.get("shrink", 1) * 2 ** len(net["channels"])
-        if pre.get("multiple", 8) % need:
-            c.fail(
-                "preprocessing.multiple",
-                f"a multiple of {need} (shrink x 2^stages)",
-                pre.get("multiple", 8),
-            )
     c.obj(cfg, "info")
     c.integer(cfg, "seed")
     for key in ("name", "out"):

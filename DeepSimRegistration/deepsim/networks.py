@@ -257,7 +257,8 @@ class RegistrationNet(nn.Module):
     untrained net predicts almost the identity. With ``integration_steps > 0`` the output is a
     stationary velocity integrated by scaling and squaring (diffeomorphic mode). With ``shrink``
     > 1 the U-Net runs on the inputs average-pooled by ``shrink`` and its field is upsampled
-    (cell-centred, vectors times ``shrink``) to the input grid.
+    (cell-centred, vectors times ``shrink``) to the input grid. Inputs of any size: they are
+    extended by their edge values to a multiple of ``shrink x 2^stages`` and the field cropped.
     """
 
     def __init__(self, cfg: NetworkConfig):
@@ -289,12 +290,12 @@ class RegistrationNet(nn.Module):
                 f"RegistrationNet: this is a {self.spatial_dims}D model, got a {moving.ndim - 2}D input"
             )
         x = torch.cat([moving, fixed], dim=1)
+        size = x.shape[2:]
+        stride = self.shrink * 2 ** len(self.backbone.encoder)
+        pad = [(-n) % stride for n in size]
+        if any(pad):  # edge values up to the next multiple of the net's stride; cropped below
+            x = F.pad(x, [v for p in reversed(pad) for v in (0, p)], mode="replicate")
         if self.shrink > 1:
-            if any(n % self.shrink for n in x.shape[2:]):
-                raise ValueError(
-                    f"RegistrationNet: spatial shape must be a multiple of {self.shrink} (shrink), "
-                    f"got {tuple(x.shape[2:])}"
-                )
             x = _AVG_POOL[self.spatial_dims](x, self.shrink)
         if self.flow_features:
             x = torch.cat([x, flow_features(x[:, :1], x[:, 1:])], dim=1)
@@ -304,6 +305,8 @@ class RegistrationNet(nn.Module):
         if self.shrink > 1:
             mode = interp_mode(self.spatial_dims)
             flow = self.shrink * F.interpolate(flow, scale_factor=self.shrink, mode=mode)
+        if any(pad):
+            flow = flow[(slice(None), slice(None), *(slice(0, n) for n in size))]
         return flow.float()
 
 
