@@ -132,9 +132,9 @@ def main(argv=None) -> int:
     grid = phantom_grid()
     pairs = [phantom_pair(s, grid) for s in args.seeds]
     results = {"identity": {"identity": identity_rows(pairs, grid)}}
-    for k, name in enumerate(names):
-        model = load_model(cat[name].path if name in cat else Path(name), spatial_dims=3)
-        if k == 0:  # the affine pre-alignment does not depend on the model
+    models = {n: load_model(cat[n].path if n in cat else Path(n), spatial_dims=3) for n in names}
+    for name, model in models.items():
+        if "affine" not in results:  # the affine pre-alignment does not depend on the model
             results["affine"] = {"affine only": run(zero_network(model), pairs, grid, io_steps=0)}
         results[name] = {
             "default (recommended)": run(model, pairs, grid),
@@ -143,7 +143,10 @@ def main(argv=None) -> int:
         }
     ident = results["identity"]["identity"]
     table, verdict, helps = [], {}, {}
-    mean_epe = lambda rows: float(np.mean([r["endpoint_error_mm"] for r in rows]))  # noqa: E731
+
+    def mean_epe(rows):
+        return float(np.mean([r["endpoint_error_mm"] for r in rows]))
+
     for name, variants in results.items():
         for variant, rows in variants.items():
             for seed, r, i in zip(args.seeds, rows, ident):

@@ -3,10 +3,10 @@
 One loop for the three tasks: ``segmentation`` (DeepSim_seg extractor, cross-entropy + soft Dice),
 ``autoencoder`` (DeepSim_ae extractor, MSE reconstruction) and ``registration`` (similarity +
 lambda * diffusion, plus ``loss.field_weight`` times the squared endpoint error to a synthetic
-pair's known displacement). Adam, plateau learning-rate decay on the validation score, model selection on
-validation Dice (registration) or loss (extractors), checkpoints that carry their config, resume
-after interruption, seeded runs, and DistributedDataParallel under ``torchrun`` (NCCL on GPUs,
-gloo on CPU). The best model is written as a model file (:mod:`deepsim.modelio`).
+pair's known displacement). Adam, plateau learning-rate decay on the validation score, model
+selection on validation Dice (registration) or loss (extractors), checkpoints that carry their
+config, resume after interruption, seeded runs, and DistributedDataParallel under ``torchrun``
+(NCCL on GPUs, gloo on CPU). The best model is written as a model file (:mod:`deepsim.modelio`).
 """
 
 from __future__ import annotations
