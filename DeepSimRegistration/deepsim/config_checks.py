@@ -138,7 +138,7 @@ def check_training_config(cfg: dict, path: str | Path) -> None:
     c.integer(net, "stem_channels", "network.", low=0)
     c.integer(net, "shrink", "network.", low=1)
     c.number(net, "dropout", "network.", positive=False, below=1)
-    for key in ("bnorm", "flow_features"):
+    for key in ("bnorm", "flow_features", "local_flow"):
         if key in net and not isinstance(net[key], bool):
             c.fail(f"network.{key}", "true or false", net[key])
     check_data_config(cfg["data"], source)

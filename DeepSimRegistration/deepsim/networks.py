@@ -53,6 +53,10 @@ class NetworkConfig:
         cheaply; the engine refines at the full resolution).
     flow_features: registration net only: the U-Net also sees :func:`flow_features` of its
         inputs, the local evidence of motion, which a plain U-Net must otherwise discover.
+    local_flow: registration net only: the U-Net also sees :func:`local_flow` estimates of its
+        inputs at full resolution and pooled by 2 and by 4 (before the ``shrink`` pooling), so
+        its field can be as precise as the full-resolution images allow, and larger motions
+        are still within reach of the coarser estimates.
     """
 
     kind: Literal["segmentation", "autoencoder", "registration"]
@@ -66,6 +70,7 @@ class NetworkConfig:
     stem_channels: int = 0
     shrink: int = 1
     flow_features: bool = False
+    local_flow: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkConfig":
@@ -251,6 +256,80 @@ def flow_features(moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     return torch.cat([d, 4.0 * d * g], dim=1)
 
 
+def local_flow(
+    moving: torch.Tensor, fixed: torch.Tensor, window: int = 9, max_disp: float = 4.0
+) -> torch.Tensor:
+    """``(B, D + 1, *spatial)``: the Lucas-Kanade estimate of the displacement ``u`` (voxels,
+    ``warp(moving, u) ~ fixed``) from a ``window``-wide box around each voxel, and the local
+    gradient strength ``sqrt(trace G)``.
+
+    Each image is first normalised to zero mean and unit spread in the same box (the spread
+    floored at 0.05, for images in [0, 1]), so smooth intensity changes between the two (bias
+    field, gamma, contrast) do not read as motion, as in local NCC. Per voxel it then solves
+    ``(G + eps I) u = b`` with ``G = <g g^T>`` and ``b = <g (fixed - moving)>`` over the box,
+    ``g`` the gradient of the mean image; ``eps`` (5 % of ``trace G / D`` plus 1e-6) damps
+    directions without texture (the aperture problem). Estimates are clipped to ``max_disp``."""
+    dims = moving.ndim - 2
+    # the box, narrowed (odd) along axes shorter than it
+    size = [min(window, n - 1 + n % 2) for n in moving.shape[2:]]
+
+    def box(x: torch.Tensor) -> torch.Tensor:  # separable: one axis at a time
+        for axis, k in enumerate(size):
+            kernel = [k if a == axis else 1 for a in range(dims)]
+            pad = [k // 2 if a == axis else 0 for a in range(dims)]
+            x = _AVG_POOL[dims](x, kernel, 1, pad, count_include_pad=False)
+        return x
+
+    def normalised(x: torch.Tensor) -> torch.Tensor:
+        mean = box(x)
+        spread = (box(x * x) - mean * mean).clamp_min(0).sqrt()
+        return (x - mean) / (spread + 0.05)
+
+    moving, fixed = normalised(moving), normalised(fixed)
+    mean = (fixed + moving) / 2
+    g = torch.cat(
+        [
+            torch.gradient(mean, dim=a)[0] if n > 1 else 0 * mean
+            for a, n in enumerate(mean.shape[2:], 2)
+        ],
+        dim=1,
+    )
+    d = fixed - moving
+    rows, cols = torch.triu_indices(dims, dims)
+    products = box(torch.cat([g[:, rows] * g[:, cols], g * d], dim=1))
+    n = len(rows)
+    G = products.new_zeros((products.shape[0], *products.shape[2:], dims, dims))  # channels last
+    G[..., rows, cols] = products[:, :n].movedim(1, -1)
+    G[..., cols, rows] = products[:, :n].movedim(1, -1)
+    b = products[:, n:].movedim(1, -1)[..., None]
+    trace = G.diagonal(dim1=-2, dim2=-1).sum(-1)
+    eps = (0.05 * trace / dims + 1e-6)[..., None, None]
+    eye = torch.eye(dims, dtype=G.dtype, device=G.device)
+    u = torch.linalg.solve(G + eps * eye, b)[..., 0]
+    u = u.movedim(-1, 1).clamp(-max_disp, max_disp)
+    return torch.cat([u, trace.sqrt()[:, None]], dim=1)
+
+
+LOCAL_FLOW_SCALES = (1, 2, 4)
+
+
+def _multiscale_local_flow(x: torch.Tensor, shrink: int) -> torch.Tensor:
+    """:func:`local_flow` of ``x = (moving, fixed)`` at full resolution and pooled by 2 and 4,
+    each brought to the resolution of ``x`` pooled by ``shrink`` (displacements in those voxels)."""
+    dims = x.ndim - 2
+    out = []
+    for scale in LOCAL_FLOW_SCALES:
+        xs = _AVG_POOL[dims](x, scale) if scale > 1 else x
+        lf = local_flow(xs[:, :1], xs[:, 1:])
+        lf = torch.cat([lf[:, :dims] * (scale / shrink), lf[:, dims:]], dim=1)
+        if scale < shrink:
+            lf = _AVG_POOL[dims](lf, shrink // scale)
+        elif scale > shrink:
+            lf = F.interpolate(lf, scale_factor=scale // shrink, mode=interp_mode(dims))
+        out.append(lf)
+    return torch.cat(out, dim=1)
+
+
 class RegistrationNet(nn.Module):
     """VoxelMorph-style U-Net: ``forward(moving, fixed)`` returns a displacement ``(B, D, *spatial)``
     in voxels (channel i along tensor axis i). The last conv starts near zero (N(0, 1e-5)), so an
@@ -265,16 +344,26 @@ class RegistrationNet(nn.Module):
         super().__init__()
         if cfg.shrink < 1:
             raise ValueError(f"NetworkConfig: shrink must be >= 1, got {cfg.shrink}")
+        if cfg.local_flow and cfg.shrink & (cfg.shrink - 1):
+            raise ValueError(
+                f"NetworkConfig: local_flow needs shrink a power of 2, got {cfg.shrink}"
+            )
         self.spatial_dims = cfg.spatial_dims
         self.integration_steps = cfg.integration_steps
         self.shrink = cfg.shrink
         self.flow_features = cfg.flow_features
+        self.local_flow = cfg.local_flow
         inputs = 2 + (1 + cfg.spatial_dims if cfg.flow_features else 0)
+        inputs += len(LOCAL_FLOW_SCALES) * (1 + cfg.spatial_dims) if cfg.local_flow else 0
         self.backbone = UNetBackbone(
             cfg.spatial_dims, inputs, cfg.channels, True, cfg.bnorm, cfg.dropout
         )
         width = cfg.head_channels or self.backbone.out_channels
         self.head = _head(cfg.spatial_dims, self.backbone.out_channels, width, cfg.spatial_dims, 3)
+        if cfg.local_flow and cfg.shrink * 2 ** len(cfg.channels) < max(LOCAL_FLOW_SCALES):
+            raise ValueError(
+                f"NetworkConfig: local_flow needs shrink x 2^stages >= {max(LOCAL_FLOW_SCALES)}"
+            )
         last = self.head[-1]
         nn.init.normal_(last.weight, 0.0, 1e-5)
         nn.init.zeros_(last.bias)
@@ -295,10 +384,13 @@ class RegistrationNet(nn.Module):
         pad = [(-n) % stride for n in size]
         if any(pad):  # edge values up to the next multiple of the net's stride; cropped below
             x = F.pad(x, [v for p in reversed(pad) for v in (0, p)], mode="replicate")
+        lf = _multiscale_local_flow(x, self.shrink) if self.local_flow else None
         if self.shrink > 1:
             x = _AVG_POOL[self.spatial_dims](x, self.shrink)
         if self.flow_features:
-            x = torch.cat([x, flow_features(x[:, :1], x[:, 1:])], dim=1)
+            x = torch.cat([x, flow_features(x[:, :1], x[:, 1:2])], dim=1)
+        if lf is not None:
+            x = torch.cat([x, lf], dim=1)
         flow = self.head(self.backbone(x)[0])
         if self.integration_steps:
             flow = integrate_velocity(flow.float(), self.integration_steps)

@@ -125,6 +125,43 @@ def test_flow_features_point_along_a_known_shift(dims):
     assert net(x, x).shape == (1, dims, *(8,) * dims)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_local_flow_recovers_a_known_smooth_subvoxel_displacement(dims):
+    from deepsim.networks import build_network, local_flow
+    from deepsim.training.synth import random_appearance, random_deformation, random_label_map
+    from deepsim.warp import warp
+
+    g = torch.Generator().manual_seed(3)
+    shape = (48, 40, 32)[:dims]
+    labels = random_label_map(shape, 8, g, smoothness=8.0)
+    moving = random_appearance(labels, g, blur_range=(1.0, 1.0), noise_range=(0.0, 0.0))
+    disp = random_deformation(shape, 1.0, g, smoothness=24.0)
+    fixed = warp(moving, disp)
+    out = local_flow(moving, fixed)
+    assert out.shape == (1, dims + 1, *shape)
+    textured = out[:, dims] > 0.02
+    assert textured.float().mean() > 0.5
+    error = (out[:, :dims] - disp).norm(dim=1)[textured].mean()
+    assert error < 0.35 * disp.norm(dim=1)[textured].mean()  # along the true displacement
+    assert torch.equal(local_flow(moving, moving)[:, :dims], torch.zeros(1, dims, *shape))
+    brighter = local_flow(moving, 0.8 * moving + 0.1)[:, :dims]  # contrast, not motion
+    assert brighter.norm(dim=1)[textured].mean() < 0.2 * disp.norm(dim=1)[textured].mean()
+    net = build_network(
+        {"kind": "registration", "spatial_dims": dims, "channels": [4, 8], "shrink": 4}
+        | {"flow_features": True, "local_flow": True}
+    )
+    assert net.backbone.encoder[0].block[1].in_channels == 3 + dims + 3 * (1 + dims)
+    assert net(moving, fixed).shape == (1, dims, *shape)
+    with pytest.raises(ValueError, match="power of 2"):
+        build_network(
+            {"kind": "registration", "spatial_dims": dims, "shrink": 3, "local_flow": True}
+        )
+    with pytest.raises(ValueError, match="stages"):  # its coarsest estimate needs 4 voxels
+        build_network(
+            {"kind": "registration", "spatial_dims": dims, "channels": [4], "local_flow": True}
+        )
+
+
 def test_coarse_registration_network_predicts_on_the_input_grid(tmp_path):
     from deepsim.networks import build_network
 
