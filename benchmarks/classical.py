@@ -3,9 +3,9 @@
 Methods (each returns the complete fixed -> moving mapping as a displacement on the fixed grid):
 
 * ``deepsim``, ``deepsim_fast``, ``deepsim_best``: :func:`deepsim.register.register` with the
-  shipped ``brain-3d`` model (on the non-brain pair too, :data:`NON_BRAIN`; robust affine +
-  network + the engine's ``recommended``, ``fast`` and ``best`` presets),
-  ``deepsim_net``: the network alone;
+  shipped ``brain-3d`` model on the brain pairs and ``general-3d`` on the non-brain pair
+  (:data:`NON_BRAIN`): robust affine + network + the engine's ``recommended``, ``fast`` and
+  ``best`` presets; ``deepsim_net``: the network alone;
 * ANTs (antspyx) as its users run it: ``ants_syn_s`` and ``ants_synquick_s`` (the
   ``antsRegistrationSyN[Quick].sh`` presets), ``ants_syncc`` (SyN with CC; not in the default
   list: ``ants_syn_s`` is already CC SyN down to full resolution), and ``ants_syn``, the antspyx
@@ -182,7 +182,7 @@ def run_elastix(
     return mapped, np.asarray(itk.array_from_image(warped)), runtime
 
 
-NON_BRAIN = "brain-3d"  # the model for the non-brain pair: general-3d once one passes its gate
+NON_BRAIN = "general-3d"  # the model for the non-brain pair (the 3D default)
 
 DEEPSIM_IO = {
     "deepsim": ("recommended", None, True),

@@ -153,7 +153,7 @@ METHOD_NAMES = {
     "deepsim_ae": "DeepSim_ae",
     "deepsim_seg": "DeepSim_seg",
     "vgg": "VGG",
-    "deepsim": "DeepSim recommended (brain-3d)",
+    "deepsim": "DeepSim recommended",
     "deepsim_fast": "DeepSim fast",
     "deepsim_best": "DeepSim best",
     "deepsim_net": "DeepSim network only",

@@ -40,17 +40,20 @@ def _extractor_line(cfg: dict, configs: Path, steps) -> str:
 
 
 def _more_sections(more: dict, args) -> list[str]:
-    """One section per further held-out set: mean, pairs below identity, per-pair table."""
+    """One section per further held-out set: mean, pairs below identity, the network alone,
+    per-pair table."""
     lines = []
     for name, rep in more.items():
         below = sum(r["dice_after"] < r["dice_identity"] for r in rep["per_pair"])
-        m = rep["mean"]
+        m, alone = rep["mean"], rep["network_only"]
         lines += [
             f"## Held-out evaluation: {name}",
             f"`deepsim evaluate configs/{name} --model {args.name} --pairs {args.pairs}`: mean "
             f"Dice {m['dice_identity']:.3f} (identity) -> {m['dice_after']:.3f}, endpoint error "
-            f"{m.get('endpoint_error_mm', float('nan')):.2f} mm; pairs below identity: {below} of "
-            f"{rep['pairs']}.",
+            f"{m.get('endpoint_error_mm', float('nan')):.2f} mm, {m['runtime_s']:.1f} s; pairs "
+            f"below identity: {below} of {rep['pairs']}. The network alone (`--io-steps 0`): Dice "
+            f"{alone['dice_after']:.3f}, endpoint error "
+            f"{alone.get('endpoint_error_mm', float('nan')):.2f} mm, {alone['runtime_s']:.1f} s.",
             "",
             _table(
                 rep["per_pair"],
@@ -77,10 +80,14 @@ def main() -> None:
     # what the network alone contributes, beside the default (network + the engine)
     alone = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu", io_steps=0)
     report["network_only"] = alone["mean"]
-    more = {  # further held-out sets named in the card (e.g. microscopy for general-2d)
-        name: evaluate_model(REPO / "configs" / name, str(path), pairs=args.pairs, device="cpu")
-        for name in card.get("more_heldout_configs", [])
-    }
+    more = {}  # further held-out sets named in the card (e.g. microscopy for general-2d)
+    for name in card.get("more_heldout_configs", []):
+        more[name] = evaluate_model(
+            REPO / "configs" / name, str(path), pairs=args.pairs, device="cpu"
+        )
+        more[name]["network_only"] = evaluate_model(
+            REPO / "configs" / name, str(path), pairs=args.pairs, device="cpu", io_steps=0
+        )["mean"]
     if more:
         report["more"] = more
     (models_dir() / f"{args.name}.heldout.json").write_text(json.dumps(report, indent=2) + "\n")

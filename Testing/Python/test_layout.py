@@ -51,7 +51,7 @@ def test_runtime_never_imports_training_code():
 def test_api_and_catalogue_need_no_torch():
     code = (
         "import sys; from deepsim.api import catalogue, default_model, Cancelled, "
-        "RegistrationOptions; m = catalogue(); assert default_model(3).name == 'brain-3d', m; "
+        "RegistrationOptions; m = catalogue(); assert default_model(3).name == 'general-3d', m; "
         "assert 'torch' not in sys.modules, 'torch was imported'; print(sorted(m))"
     )
     out = subprocess.run(

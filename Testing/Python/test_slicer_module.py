@@ -354,7 +354,7 @@ def test_model_list_comes_from_the_catalogue_by_dimension_with_the_documented_de
     fixed, _ = make_pair(scene)
     logic = module.DeepSimRegistrationLogic()
     names3 = logic.modelNames(fixed)
-    assert names3 and names3[0] == default_model(3).path.stem == "brain-3d"
+    assert names3 and names3[0] == default_model(3).path.stem == "general-3d"
     assert all(catalogue()[n].spatial_dims == 3 for n in names3)
     m = oblique_ijk_to_ras()
     slice_ = add_volume(scene, phantom((1, 20, 22), m), m, "slice")

@@ -147,7 +147,7 @@ def test_panel_selects_inputs_and_lists_models_for_their_dimension(panel):
     module, widget, ui, scene, fixed, moving = panel
     p = widget._parameterNode
     assert p.fixedVolume is fixed and p.movingVolume is moving
-    assert ui.modelComboBox.currentText == "brain-3d"
+    assert ui.modelComboBox.currentText == "general-3d"
     assert ui.modelComboBox.itemText(ui.modelComboBox.count - 1) == module.MODEL_FILE_ITEM
     assert ui.registerButton.enabled
     p.outputVolume = moving  # would overwrite an input
