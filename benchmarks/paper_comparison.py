@@ -14,8 +14,9 @@ selected model of each metric is then evaluated on test pairs that no training o
 2D (default): axial slices of the common 2 mm grid (112 x 96). Training data: on-the-fly
 synthetic pairs seeded by fsaverage slices (labels and image under random deformations and
 intensity changes); validation: other pairs of the same generator (fsaverage only). 3D
-(``--dims 3``): the same on the 96 x 112 x 96 volumes (64^3 training crops); far too slow for a
-2-core CPU at a useful budget, but it is the same code.
+(``--dims 3``): the same on the 96 x 112 x 96 volumes (64^3 training crops); a plain U-Net does
+not leave the identity in a 2-core CPU budget, so ``--flow-inputs`` gives every network
+general-3d's inputs (flow features and local flow, on a grid ``--shrink`` times coarser).
 
 ``--optimiser io`` compares the metrics where a network cannot be trained in the budget (3D on a
 CPU): each (metric, lambda) registers every pair by instance optimisation instead, ``--budget``
@@ -90,7 +91,19 @@ def base_config(args, name: str, task: str) -> dict:
         "task": task,
         "spatial_dims": args.dims,
         "seed": args.seed,
-        "network": {"channels": args.channels, "bnorm": True, "dropout": 0.0},
+        "network": {
+            "channels": args.channels,
+            "bnorm": True,
+            "dropout": 0.0,
+            # the inputs that let a 3D network learn on a CPU budget (flow_features.py), and no
+            # batch norm (batches of 1), as configs/general-3d.json; only when asked, so earlier
+            # runs' configs still match
+            **(
+                {"bnorm": False, "shrink": args.shrink, "flow_features": True, "local_flow": True}
+                if args.flow_inputs
+                else {}
+            ),
+        },
         "data": data_config(args.dims),
         "optim": {
             "lr": args.lr,
@@ -99,6 +112,7 @@ def base_config(args, name: str, task: str) -> dict:
             "val_every": max(1, args.budget // 4),
             "val_pairs": args.val_pairs,
             "checkpoint_every": 100,
+            **({"grad_clip": 1.0} if args.flow_inputs else {}),
         },
         "preprocessing": {"spacing": 2.0, "multiple": 8},
     }
@@ -457,6 +471,14 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics", default="mse,ncc,ncc_sup,deepsim_ae,deepsim_seg,vgg")
     parser.add_argument("--vgg-weights", type=Path, default=ROOT / "vgg16-397923af.pth")
     parser.add_argument("--channels", default="16,32,64")
+    parser.add_argument(
+        "--flow-inputs",
+        action="store_true",
+        help="registration networks also see the flow features and the local flow of their "
+        "inputs (network.flow_features, network.local_flow), on a grid --shrink times coarser, "
+        "without batch norm and with gradients clipped at norm 1 (as general-3d)",
+    )
+    parser.add_argument("--shrink", type=int, default=4, help="with --flow-inputs")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--val-pairs", type=int, default=16)
@@ -612,6 +634,7 @@ def main(argv=None) -> int:
             "lambda_grid_max_extend": args.max_extend,
             "lambda_centres_log2": {m: CENTRE_LOG2[m] for m in metrics},
             "network_channels": args.channels,
+            "network_flow_inputs": {"shrink": args.shrink} if args.flow_inputs else False,
             "batch_size": args.batch_size,
             "lr": args.lr,
             "val_pairs": args.val_pairs,

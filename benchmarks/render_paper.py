@@ -42,7 +42,14 @@ def paper_section(res: dict | None, tag: str) -> list[str]:
             "",
             f"- Budget: **{s['budget_steps']} optimiser steps per registration run** (batch "
             f"{s['batch_size']}, lr {s['lr']}), {s['extractor_budget_steps']} per feature "
-            f"extractor; network channels {s['network_channels']}. The paper trained for tens of "
+            f"extractor; network channels {s['network_channels']}"
+            + (
+                f", inputs pooled by {s['network_flow_inputs']['shrink']}, with flow features "
+                "and local flow, no batch norm, gradients clipped at norm 1"
+                if s.get("network_flow_inputs")
+                else ""
+            )
+            + ". The paper trained for tens of "
             "thousands of steps; these runs are short, so read the ranking, not the absolute Dice.",
             f"- Training data: {s['train_data']}. Validation (λ and checkpoint selection, "
             f"{s['val_pairs']} pairs): {s['validation']}.",
