@@ -76,18 +76,17 @@ def main() -> None:
     log = info.get("training_log", [])
     extractor_cfg = json.loads((REPO / "configs" / f"{args.name}-extractor.json").read_text())
     heldout_cfg = REPO / "configs" / card["heldout_config"]
-    report = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu")
-    # what the network alone contributes, beside the default (network + the engine)
-    alone = evaluate_model(heldout_cfg, str(path), pairs=args.pairs, device="cpu", io_steps=0)
-    report["network_only"] = alone["mean"]
-    more = {}  # further held-out sets named in the card (e.g. microscopy for general-2d)
-    for name in card.get("more_heldout_configs", []):
-        more[name] = evaluate_model(
-            REPO / "configs" / name, str(path), pairs=args.pairs, device="cpu"
-        )
-        more[name]["network_only"] = evaluate_model(
-            REPO / "configs" / name, str(path), pairs=args.pairs, device="cpu", io_steps=0
-        )["mean"]
+
+    def evaluate(data_config: Path) -> dict:
+        """The default (network + the engine), and what the network alone gives beside it."""
+        report = evaluate_model(data_config, str(path), pairs=args.pairs, device="cpu")
+        alone = evaluate_model(data_config, str(path), pairs=args.pairs, device="cpu", io_steps=0)
+        return {**report, "network_only": alone["mean"]}
+
+    report = evaluate(heldout_cfg)
+    more = {  # further held-out sets named in the card (e.g. microscopy for general-2d)
+        name: evaluate(REPO / "configs" / name) for name in card.get("more_heldout_configs", [])
+    }
     if more:
         report["more"] = more
     (models_dir() / f"{args.name}.heldout.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -348,6 +348,10 @@ class RegistrationNet(nn.Module):
             raise ValueError(
                 f"NetworkConfig: local_flow needs shrink a power of 2, got {cfg.shrink}"
             )
+        if cfg.local_flow and cfg.shrink * 2 ** len(cfg.channels) < max(LOCAL_FLOW_SCALES):
+            raise ValueError(
+                f"NetworkConfig: local_flow needs shrink x 2^stages >= {max(LOCAL_FLOW_SCALES)}"
+            )
         self.spatial_dims = cfg.spatial_dims
         self.integration_steps = cfg.integration_steps
         self.shrink = cfg.shrink
@@ -360,10 +364,6 @@ class RegistrationNet(nn.Module):
         )
         width = cfg.head_channels or self.backbone.out_channels
         self.head = _head(cfg.spatial_dims, self.backbone.out_channels, width, cfg.spatial_dims, 3)
-        if cfg.local_flow and cfg.shrink * 2 ** len(cfg.channels) < max(LOCAL_FLOW_SCALES):
-            raise ValueError(
-                f"NetworkConfig: local_flow needs shrink x 2^stages >= {max(LOCAL_FLOW_SCALES)}"
-            )
         last = self.head[-1]
         nn.init.normal_(last.weight, 0.0, 1e-5)
         nn.init.zeros_(last.bias)
