@@ -130,7 +130,10 @@ class LossSpec:
     feature levels DeepSim averages (None = all); ``window``: NCC window; ``n_classes``: labels
     of NCC_sup; ``field_weight``: training only, weight of the mean squared endpoint error (voxels)
     to the ground-truth displacement of synthetic pairs; ``extractor``: training-time path of the
-    extractor model file (not used at run time: the extractor ships inside the model)."""
+    extractor model file (not used at run time: the extractor ships inside the model);
+    ``target``: segmentation extractors only, what the net segments: the label map (``labels``,
+    the default) or :func:`deepsim.training.synth.boundary_bands` of it (``boundaries``, for
+    label maps whose ids mean nothing, such as random shapes)."""
 
     similarity: str = "deepsim"
     lam: float = 1.0
@@ -141,6 +144,7 @@ class LossSpec:
     field_weight: float = 0.0
     extractor: str | None = None
     vgg_weights: str | None = None
+    target: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> LossSpec:
@@ -161,6 +165,9 @@ class LossSpec:
             raise ValueError(
                 f"loss.field_weight must be a non-negative number, got {field_weight!r}"
             )
+        target = d.get("target")
+        if target not in (None, "labels", "boundaries"):
+            raise ValueError(f"loss.target must be labels or boundaries; got {target!r}")
         levels = d.get("levels")
         weights = d.get("level_weights")
         return cls(
@@ -173,6 +180,7 @@ class LossSpec:
             field_weight,
             d.get("extractor"),
             d.get("vgg_weights"),
+            target,
         )
 
     def to_dict(self) -> dict:

@@ -11,6 +11,7 @@ from deepsim.training.synth import (
     SynthConfig,
     SyntheticPairs,
     augment_intensity,
+    boundary_bands,
     gaussian_blur,
     microscopy_pair,
     random_appearance,
@@ -279,3 +280,27 @@ def test_nuclei_density_and_shot_noise() -> None:
         return mse(p["moving"], p["fixed"])
 
     assert frame_noise(10.0) > 3 * frame_noise(2000.0)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_boundary_bands_measure_distance_to_a_known_boundary(dims: int) -> None:
+    shape = SHAPES[dims]
+    labels = torch.zeros((1, 1, *shape), dtype=torch.long)
+    labels[:, :, 20:] = 5  # one plane boundary between rows 19 and 20 of axis 0
+    bands = boundary_bands(labels)[0, 0]
+    profile = bands.flatten(1)[:, 0].tolist()  # along axis 0
+    assert profile[19] == profile[20] == 1
+    assert profile[18] == profile[21] == 2
+    assert profile[16:18] == profile[22:24] == [3, 3]
+    assert profile[15] == profile[24] == 0 and set(profile[:15] + profile[25:]) == {0}
+    assert (bands == bands.flatten(1)[:, :1].view(-1, *[1] * (dims - 1))).all()  # planar
+
+
+def test_boundary_bands_ignore_which_id_each_region_has() -> None:
+    labels = random_label_map(SHAPES[3], 6, gen(3))
+    relabelled = torch.tensor([4, 0, 5, 1, 3, 2])[labels]
+    assert torch.equal(boundary_bands(labels), boundary_bands(relabelled))
+    counts = torch.bincount(boundary_bands(labels).flatten(), minlength=4)
+    assert (counts > 0).all()
+    with pytest.raises(ValueError, match="int"):
+        boundary_bands(labels.float())

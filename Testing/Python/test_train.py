@@ -60,6 +60,19 @@ def test_autoencoder_training_lowers_its_loss(tmp_path):
     assert load_model(tmp_path / "model.pt").extractor is not None
 
 
+def test_segmenting_boundaries_learns_a_target_no_contrast_hides(tmp_path):
+    # random shapes, a random intensity per label drawn independently for the two images: the
+    # label ids cannot be read from an image, their boundary bands can
+    synth = {**DATA["synth"], "shared_contrast": False, "label_smoothness": 8.0}
+    data = {**DATA, "shape": [48, 48], "synth": synth}
+    cfg = _cfg("segmentation", steps=60, data=data, loss={"target": "boundaries"})
+    cfg["network"] = {"channels": [8, 16], "n_classes": 4, "stem_channels": 8}
+    train(cfg, tmp_path, device="cpu", progress=False)
+    log = _log(tmp_path)
+    assert log[-1]["val_dice"] > max(0.45, log[0]["val_dice"] + 0.2)
+    assert load_model(tmp_path / "model.pt").config["loss"]["target"] == "boundaries"
+
+
 def test_registration_training_lowers_loss_and_keeps_config(tmp_path):
     cfg = _cfg("registration", steps=40, loss={"similarity": "mse", "lambda": 0.1})
     train(cfg, tmp_path, device="cpu", progress=False)

@@ -37,6 +37,7 @@ __all__ = [
     "SynthConfig",
     "SyntheticPairs",
     "augment_intensity",
+    "boundary_bands",
     "gaussian_blur",
     "microscopy_pair",
     "random_nuclei",
@@ -737,6 +738,36 @@ def microscopy_pair(
         "moving_labels": moving_labels,
         "disp": disp,
     }
+
+
+def boundary_bands(labels: torch.Tensor) -> torch.Tensor:
+    """Distance bands to the boundaries of a label map: a segmentation target that depends on
+    the geometry of the regions only, not on which id (or intensity) each region has.
+
+    A voxel is on a boundary when one of its 3^D neighbours has another label. Classes: 1 on a
+    boundary, 2 one voxel off it, 3 two or three voxels off it, 0 farther (Chebyshev distance).
+
+    Args:
+        labels: ``(B, 1, *spatial)`` int label map, 2D or 3D.
+
+    Returns:
+        ``(B, 1, *spatial)`` int64 classes ``0..3``.
+    """
+    if labels.ndim not in (4, 5) or labels.shape[1] != 1 or labels.is_floating_point():
+        raise ValueError(
+            f"boundary_bands(): labels must be an int (B, 1, *spatial) map in 2D or 3D, got "
+            f"{labels.dtype} {tuple(labels.shape)}"
+        )
+    pool = F.max_pool2d if labels.ndim == 4 else F.max_pool3d
+    x = labels.float()
+    edge = (pool(x, 3, 1, 1) != x) | (pool(-x, 3, 1, 1) != -x)
+    near = pool(edge.float(), 3, 1, 1) > 0
+    within3 = pool(edge.float(), 7, 1, 3) > 0
+    out = torch.zeros_like(labels, dtype=torch.long)
+    out[within3] = 3
+    out[near] = 2
+    out[edge] = 1
+    return out
 
 
 def _warp_labels(labels: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Training of feature extractors and registration networks from JSON configs.
 
-One loop for the three tasks: ``segmentation`` (DeepSim_seg extractor, cross-entropy + soft Dice),
+One loop for the three tasks: ``segmentation`` (DeepSim_seg extractor, cross-entropy + soft Dice on
+the labels, or on their boundary bands with ``loss.target`` ``boundaries``),
 ``autoencoder`` (DeepSim_ae extractor, MSE reconstruction) and ``registration`` (similarity +
 lambda * diffusion, plus ``loss.field_weight`` times the squared endpoint error to a synthetic
 pair's known displacement). Adam, plateau learning-rate decay on the validation score, model
@@ -39,6 +40,7 @@ from ..progress import ProgressBar
 from ..regularizers import diffusion
 from ..similarity import build_similarity
 from ..warp import warp
+from .synth import boundary_bands
 
 __all__ = [
     "train",
@@ -150,6 +152,7 @@ class _Task:
         self.extractor = None
         spec = LossSpec.from_dict(cfg.get("loss"))
         self.lam, self.field_weight = spec.lam, spec.field_weight
+        self.target = boundary_bands if spec.target == "boundaries" else (lambda labels: labels)
         if self.kind == "registration":
             self.sim, self.extractor = similarity_loss(
                 cfg.get("loss", {}), cfg["spatial_dims"], base, device
@@ -158,7 +161,7 @@ class _Task:
     def loss(self, model: nn.Module, b: dict) -> torch.Tensor:
         if self.kind == "segmentation":
             x = torch.cat([b["fixed"], b["moving"]])
-            y = torch.cat([b["fixed_labels"], b["moving_labels"]])[:, 0]
+            y = self.target(torch.cat([b["fixed_labels"], b["moving_labels"]]))[:, 0]
             return dice_ce_loss(model(x).float(), y)
         if self.kind == "autoencoder":
             x = torch.cat([b["fixed"], b["moving"]])
@@ -189,7 +192,8 @@ class _Task:
                 identity.append(mean_foreground_dice(fl, b["moving_labels"][0, 0].cpu().numpy()))
             elif self.kind == "segmentation":
                 pred = self.net(b["fixed"]).argmax(1)[0].cpu().numpy()
-                dices.append(mean_foreground_dice(b["fixed_labels"][0, 0].cpu().numpy(), pred))
+                truth = self.target(b["fixed_labels"])[0, 0].cpu().numpy()
+                dices.append(mean_foreground_dice(truth, pred))
         self.net.train()
         out = {"val_loss": float(np.mean(losses))}
         if dices:
@@ -353,9 +357,12 @@ def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict):
     role = "registration" if cfg["task"] == "registration" else "extractor"
     networks = {role: net}
     net_cfgs = {role: net_cfg.to_dict()}
+    trained_on = {}
     if task.extractor is not None:
         networks["extractor"] = task.extractor.networks["extractor"]
         net_cfgs["extractor"] = task.extractor.config["networks"]["extractor"]
+        own = task.extractor.config
+        trained_on = {"loss": own.get("loss", {}), "data": own.get("info", {}).get("data")}
     config = {
         "name": cfg.get("name", path.parent.name),
         "spatial_dims": cfg["spatial_dims"],
@@ -367,6 +374,7 @@ def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict):
             **cfg.get("info", {}),
             "task": cfg["task"],
             "data": cfg["data"],
+            **({"extractor_training": trained_on} if trained_on else {}),
             "torch": torch.__version__,
             "hardware": f"{platform.machine()} {os.cpu_count()} cpus"
             + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
