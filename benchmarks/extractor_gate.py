@@ -14,8 +14,9 @@ level, on a held-out image x (no training saw it):
 Images: 3D, the MNI ICBM 2009a template on the common 2 mm grid and a random-shape phantom
 (:func:`phantom_gate.phantom_pair`, the general-purpose gate's seed 0); 2D, the template's axial
 slice and a microscopy-like specimen (:func:`deepsim.training.synth.microscopy_pair`, held-out seed).
-DeepSim_seg extractors also report their segmentation Dice (GM/WM/CSF) on mni2009a, a template
-no training saw, and on their training subject fsaverage.
+DeepSim_seg extractors also report their segmentation Dice on images no training saw: brain
+extractors GM/WM/CSF on mni2009a (and on their training subject fsaverage), extractors of random
+shapes the boundary bands (:func:`deepsim.training.synth.boundary_bands`) of the phantom.
 
 Usage::
 
@@ -110,22 +111,57 @@ def ncc_losses(x: torch.Tensor, others: list[torch.Tensor]) -> np.ndarray:
     return np.asarray([float(ncc_loss(x, y)) for y in others])
 
 
+def extractor_training(model) -> tuple[dict, dict]:
+    """``(loss, data)`` entries the extractor of ``model`` was trained with: its own config for an
+    extractor file, ``info.extractor_training`` for a registration model (empty when unknown)."""
+    if "extractor" in model.networks and "registration" not in model.networks:
+        return model.config.get("loss", {}), model.config.get("info", {}).get("data") or {}
+    trained = model.config.get("info", {}).get("extractor_training", {})
+    return trained.get("loss", {}), trained.get("data") or {}
+
+
 @torch.no_grad()
-def segmentation_dice(model, name: str) -> float:
-    """Mean GM/WM/CSF Dice of a DeepSim_seg extractor on anatomy ``name`` (2 mm grid)."""
+def _predict(model, image: np.ndarray) -> np.ndarray:
+    image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
+    x = torch.from_numpy(image.astype(np.float32))[None, None]
+    pred = model.extractor(pad_to(x)).argmax(1)[0].numpy()
+    return pred[tuple(slice(0, n) for n in image.shape)]
+
+
+def segmentation_dice(model) -> dict[str, float]:
+    """Held-out segmentation Dice of a DeepSim_seg extractor, by what it was trained to segment:
+
+    * boundary bands of random shapes: the bands of the phantom (seed 0), which no training saw;
+    * brain labels (tissue classes, or every aseg label of fsaverage, grouped into tissue classes
+      for scoring): mean GM/WM/CSF Dice on mni2009a (held out) and on fsaverage (training).
+    """
     from deepsim.metrics import mean_foreground_dice
     from deepsim.training.anatomy import load_anatomy, tissue_labels
     from deepsim.training.benchdata import _volume_or_slice
+    from deepsim.training.synth import boundary_bands
 
-    image, labels, _ = load_anatomy(name)
-    labels = tissue_labels(name, "tissue", labels)
-    image = _volume_or_slice(image.astype(np.float32), model.spatial_dims, 0, None)
-    labels = _volume_or_slice(labels, model.spatial_dims, 0, None)
-    image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
-    x = pad_to(torch.from_numpy(image)[None, None])
-    pred = model.extractor(x).argmax(1)[0].numpy()
-    pred = pred[tuple(slice(0, n) for n in labels.shape)]
-    return mean_foreground_dice(labels, pred, labels=[1, 2, 3])
+    loss, data = extractor_training(model)
+    if loss.get("target") == "boundaries":
+        if model.spatial_dims != 3:
+            return {}
+        from phantom_gate import phantom_grid, phantom_pair
+
+        pair = phantom_pair(0, phantom_grid())
+        truth = boundary_bands(pair["moving_labels"])[0, 0].numpy()
+        pred = _predict(model, pair["moving"][0, 0].numpy())
+        return {"heldout_phantom_bands": mean_foreground_dice(truth, pred, labels=[1, 2, 3])}
+    out = {}
+    for name, key in (("mni2009a", "heldout_mni2009a"), ("fsaverage", "training_fsaverage")):
+        image, labels, _ = load_anatomy(name)
+        truth = tissue_labels(name, "tissue", labels)
+        image = _volume_or_slice(image.astype(np.float32), model.spatial_dims, 0, None)
+        truth = _volume_or_slice(truth, model.spatial_dims, 0, None)
+        pred = _predict(model, image)
+        if data.get("label_scheme") == "contiguous":  # class k is the k-th aseg id of fsaverage
+            ids = np.unique(load_anatomy("fsaverage")[1])
+            pred = tissue_labels("fsaverage", "tissue", ids[pred])
+        out[key] = mean_foreground_dice(truth, pred, labels=[1, 2, 3])
+    return out
 
 
 def load(name: str):
@@ -188,13 +224,9 @@ def main(argv=None) -> int:
         if model.extractor is not None and model.config["networks"]["extractor"]["kind"] == (
             "segmentation"
         ):
-            dice.append(
-                {
-                    "model": name,
-                    "heldout_mni2009a": segmentation_dice(model, "mni2009a"),
-                    "training_fsaverage": segmentation_dice(model, "fsaverage"),
-                }
-            )
+            dice += [
+                {"model": name, "set": k, "dice": v} for k, v in segmentation_dice(model).items()
+            ]
     header = ["model", "extractor", "image", "level", "used", "shift", "intensity", "ratio"]
     header += ["NCC ratio", "passes"]
     table = [
@@ -208,11 +240,8 @@ def main(argv=None) -> int:
         print()
         print(
             md_table(
-                ["model", "seg Dice mni2009a (held out)", "seg Dice fsaverage (training)"],
-                [
-                    [d["model"], f"{d['heldout_mni2009a']:.3f}", f"{d['training_fsaverage']:.3f}"]
-                    for d in dice
-                ],
+                ["model", "segmentation Dice on", "Dice"],
+                [[d["model"], d["set"], f"{d['dice']:.3f}"] for d in dice],
             )
         )
     used_rows = [r for r in rows if r["used"]]

@@ -1,6 +1,6 @@
 """Write the model card beside a shipped model, from its own config and a held-out evaluation.
 
-usage: python scripts/model_card.py NAME [--pairs N]
+usage: python scripts/model_card.py NAME [--pairs N] [--reuse]
   NAME: a shipped model (DeepSimRegistration/deepsim/models/NAME.pt) with configs/NAME.json,
   configs/NAME-*-extractor.json and a held-out data config configs/eval-*.json named in the
   config's info.heldout_config. Writes DeepSimRegistration/deepsim/models/NAME.md and
@@ -67,6 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
     parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="rewrite the card from NAME.heldout.json, no evaluation",
+    )
     args = parser.parse_args()
     path = models_dir() / f"{args.name}.pt"
     model = load_model(path)
@@ -83,13 +88,17 @@ def main() -> None:
         alone = evaluate_model(data_config, str(path), pairs=args.pairs, device="cpu", io_steps=0)
         return {**report, "network_only": alone["mean"]}
 
-    report = evaluate(heldout_cfg)
-    more = {  # further held-out sets named in the card (e.g. microscopy for general-2d)
-        name: evaluate(REPO / "configs" / name) for name in card.get("more_heldout_configs", [])
-    }
-    if more:
-        report["more"] = more
-    (models_dir() / f"{args.name}.heldout.json").write_text(json.dumps(report, indent=2) + "\n")
+    saved = models_dir() / f"{args.name}.heldout.json"
+    if args.reuse:
+        report = json.loads(saved.read_text())
+    else:
+        report = evaluate(heldout_cfg)
+        more = {  # further held-out sets named in the card (e.g. microscopy for general-2d)
+            name: evaluate(REPO / "configs" / name) for name in card.get("more_heldout_configs", [])
+        }
+        if more:
+            report["more"] = more
+        saved.write_text(json.dumps(report, indent=2) + "\n")
     m = report["mean"]
     rows = [
         {"setting": "network only (`--io-steps 0`)", **report["network_only"]},
@@ -156,7 +165,7 @@ def main() -> None:
             report["per_pair"],
             [k for k in report["per_pair"][0] if report["per_pair"][0][k] is not None],
         ),
-        *_more_sections(more, args),
+        *_more_sections(report.get("more", {}), args),
         "## Intended use and limits",
         card.get("use", ""),
         "",
