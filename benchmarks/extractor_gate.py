@@ -111,13 +111,14 @@ def ncc_losses(x: torch.Tensor, others: list[torch.Tensor]) -> np.ndarray:
     return np.asarray([float(ncc_loss(x, y)) for y in others])
 
 
-def extractor_training(model) -> tuple[dict, dict]:
-    """``(loss, data)`` entries the extractor of ``model`` was trained with: its own config for an
-    extractor file, ``info.extractor_training`` for a registration model (empty when unknown)."""
-    if "extractor" in model.networks and "registration" not in model.networks:
-        return model.config.get("loss", {}), model.config.get("info", {}).get("data") or {}
-    trained = model.config.get("info", {}).get("extractor_training", {})
-    return trained.get("loss", {}), trained.get("data") or {}
+def extractor_target(model) -> str | None:
+    """``loss.target`` the extractor of ``model`` was trained with: from its own config for an
+    extractor file, from ``info.extractor_training`` for a registration model."""
+    if "registration" in model.networks:
+        loss = model.config.get("info", {}).get("extractor_training", {}).get("loss", {})
+    else:
+        loss = model.config.get("loss", {})
+    return loss.get("target")
 
 
 @torch.no_grad()
@@ -132,16 +133,14 @@ def segmentation_dice(model) -> dict[str, float]:
     """Held-out segmentation Dice of a DeepSim_seg extractor, by what it was trained to segment:
 
     * boundary bands of random shapes: the bands of the phantom (seed 0), which no training saw;
-    * brain labels (tissue classes, or every aseg label of fsaverage, grouped into tissue classes
-      for scoring): mean GM/WM/CSF Dice on mni2009a (held out) and on fsaverage (training).
+    * brain tissue classes: mean GM/WM/CSF Dice on mni2009a (held out) and on fsaverage (training).
     """
     from deepsim.metrics import mean_foreground_dice
     from deepsim.training.anatomy import load_anatomy, tissue_labels
     from deepsim.training.benchdata import _volume_or_slice
     from deepsim.training.synth import boundary_bands
 
-    loss, data = extractor_training(model)
-    if loss.get("target") == "boundaries":
+    if extractor_target(model) == "boundaries":
         if model.spatial_dims != 3:
             return {}
         from phantom_gate import phantom_grid, phantom_pair
@@ -156,11 +155,7 @@ def segmentation_dice(model) -> dict[str, float]:
         truth = tissue_labels(name, "tissue", labels)
         image = _volume_or_slice(image.astype(np.float32), model.spatial_dims, 0, None)
         truth = _volume_or_slice(truth, model.spatial_dims, 0, None)
-        pred = _predict(model, image)
-        if data.get("label_scheme") == "contiguous":  # class k is the k-th aseg id of fsaverage
-            ids = np.unique(load_anatomy("fsaverage")[1])
-            pred = tissue_labels("fsaverage", "tissue", ids[pred])
-        out[key] = mean_foreground_dice(truth, pred, labels=[1, 2, 3])
+        out[key] = mean_foreground_dice(truth, _predict(model, image), labels=[1, 2, 3])
     return out
 
 
@@ -173,8 +168,7 @@ def load(name: str):
     return load_model(models[name].path if name in models else Path(name))
 
 
-def gate_model(name: str, draws: int) -> list[dict]:
-    model = load(name)
+def gate_model(name: str, model, draws: int) -> list[dict]:
     extractor = model.extractor
     if extractor is None:
         return []
@@ -219,8 +213,8 @@ def main(argv=None) -> int:
     names = args.models or sorted(catalogue())
     rows, dice = [], []
     for name in names:
-        rows += gate_model(name, args.draws)
         model = load(name)
+        rows += gate_model(name, model, args.draws)
         if model.extractor is not None and model.config["networks"]["extractor"]["kind"] == (
             "segmentation"
         ):

@@ -761,8 +761,8 @@ def boundary_bands(labels: torch.Tensor) -> torch.Tensor:
     pool = F.max_pool2d if labels.ndim == 4 else F.max_pool3d
     x = labels.float()
     edge = (pool(x, 3, 1, 1) != x) | (pool(-x, 3, 1, 1) != -x)
-    near = pool(edge.float(), 3, 1, 1) > 0
-    within3 = pool(edge.float(), 7, 1, 3) > 0
+    e = edge.float()
+    near, within3 = pool(e, 3, 1, 1) > 0, pool(e, 7, 1, 3) > 0
     out = torch.zeros_like(labels, dtype=torch.long)
     out[within3] = 3
     out[near] = 2
