@@ -151,6 +151,8 @@ def check_training_config(cfg: dict, path: str | Path) -> None:
     c.number(optim, "grad_clip", "optim.", positive=False)
     if "amp" in optim and not isinstance(optim["amp"], bool):
         c.fail("optim.amp", "true or false", optim["amp"])
+    if "init" in optim and not isinstance(optim["init"], str):
+        c.fail("optim.init", "a model file path (string)", optim["init"])
     loss = c.obj(cfg, "loss")
     c.number(loss, "lambda", "loss.", positive=False)
     c.number(loss, "field_weight", "loss.", positive=False)

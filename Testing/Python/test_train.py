@@ -217,6 +217,23 @@ def test_resume_continues_where_it_stopped(tmp_path):
         assert torch.allclose(v.float(), twice["network"][k].float(), atol=1e-6), k
 
 
+def test_init_starts_from_the_weights_of_a_model_file(tmp_path):
+    first = _cfg("autoencoder", steps=20)
+    train(first, tmp_path / "a", device="cpu", progress=False)
+    trained = load_model(tmp_path / "a" / "model.pt").extractor
+    tuned = _cfg("autoencoder", steps=1, seed=5)
+    tuned["optim"] = {**tuned["optim"], "lr": 1e-12, "init": str(tmp_path / "a" / "model.pt")}
+    net = train(tuned, tmp_path / "b", device="cpu", progress=False).network
+    for (name, p), q in zip(net.named_parameters(), trained.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), name
+    untrained = {**tuned, "optim": {k: v for k, v in tuned["optim"].items() if k != "init"}}
+    train(untrained, tmp_path / "c", device="cpu", progress=False)
+    assert _log(tmp_path / "b")[0]["val_loss"] < 0.8 * _log(tmp_path / "c")[0]["val_loss"]
+    other = {**tuned, "network": {"channels": [4, 16], "n_classes": 4}}
+    with pytest.raises(ValueError, match="optim.init"):
+        train(other, tmp_path / "d", device="cpu", progress=False)
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     cfg = _cfg("autoencoder", steps=10)
     train(cfg, tmp_path, device="cpu", progress=False)

@@ -64,6 +64,7 @@ DEFAULT_OPTIM = {
     "plateau_factor": 0.1,
     "amp": True,
     "grad_clip": 0.0,
+    "init": None,
 }
 
 
@@ -238,6 +239,8 @@ def train(
     )
     net = build_network(net_cfg).to(dev)
     optim_cfg = {**DEFAULT_OPTIM, **cfg.get("optim", {})}
+    if optim_cfg["init"]:
+        _init_from(net, net_cfg, _resolve(optim_cfg["init"], base))
     opt = torch.optim.Adam(net.parameters(), lr=optim_cfg["lr"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="max", factor=optim_cfg["plateau_factor"], patience=optim_cfg["plateau_patience"]
@@ -312,6 +315,21 @@ def train(
     if world > 1:
         torch.distributed.barrier()
     return TrainOutcome(best, net, step, start_step)
+
+
+def _init_from(net: nn.Module, net_cfg: NetworkConfig, path: Path) -> None:
+    """Start ``net`` from the weights of the same network in the model file ``path`` (fine-tuning):
+    its registration network, or its extractor for an extractor task."""
+    role = "registration" if net_cfg.kind == "registration" else "extractor"
+    source = load_model(path)
+    saved = source.config["networks"].get(role)
+    if saved != net_cfg.to_dict():
+        raise ValueError(
+            f"optim.init: the {role} network of {path} is not the network this config builds "
+            f"(file: {saved}, config: {net_cfg.to_dict()})"
+        )
+    net.load_state_dict(source.networks[role].state_dict())
+    log.info("initialised the %s network from %s", role, path)
 
 
 RESUME_KEYS = ("task", "spatial_dims", "network", "data", "loss", "seed")
