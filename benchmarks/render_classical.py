@@ -63,7 +63,7 @@ def classical_section(res: dict | None) -> list[str]:
     out += [f"- {k}: {s[k]}" for k in ("elastix", "elastix_brain", "convexadam") if k in s]
     out += [
         f"- runtime: {s['runtime']}; **time ×**: the method's mean time over DeepSim "
-        "recommended's on the same pairs in the same run",
+        "recommended's on the same pairs, on the same kind of CPU (merged runs are listed above)",
         f"- folding: {s['folding']}; EPE: {s['epe']}",
         "",
     ]

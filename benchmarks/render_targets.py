@@ -112,7 +112,7 @@ def _classical_targets(classical: dict) -> list[list[str]]:
             )
             rows.append(
                 [
-                    "… in ≥ 10× less time than ANTs SyN[s] (same run)",
+                    "… in ≥ 10× less time than ANTs SyN[s] (same kind of CPU)",
                     f"{semi['runtime_s']['mean']:.1f} s vs {ants['runtime_s']['mean']:.1f} s "
                     f"({ratio:.1f}×)",
                     _status(ratio >= 10, f"{ratio:.1f}×"),
