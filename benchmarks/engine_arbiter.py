@@ -24,23 +24,25 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, ROOT, environment, md_table, write_json  # noqa: E402
 
 
-def compare(model, fixed, moving, true_mm: np.ndarray, inside: np.ndarray) -> dict:
-    """Endpoint error (mm, over ``inside``) and DeepSim of the network alone and of the default."""
+def compare(model, pair: dict, grid) -> dict:
+    """Endpoint error (mm, fixed foreground) and DeepSim of the network alone and of the default."""
     from deepsim.register import RegistrationOptions, register
+    from deepsim.scoring import score_on_fixed_grid_mm
+    from deepsim.training.evaluate import pair_images
 
+    fixed, moving, fl, ml, true_mm = pair_images(pair, grid)
     out = {}
     for variant, io_steps in (("network", 0), ("default", None)):
         res = register(fixed, moving, model, RegistrationOptions(device="cpu", io_steps=io_steps))
-        epe = np.linalg.norm(res.displacement - true_mm, axis=-1)[inside].mean()
         out[variant] = {
-            "endpoint_error_mm": float(epe),
+            "endpoint_error_mm": score_on_fixed_grid_mm(
+                fl, ml, res.displacement, true_mm
+            ).endpoint_error_mm,
             "deepsim": float(res.summary.similarity_deepsim_after),
         }
     by_epe = min(out, key=lambda v: out[v]["endpoint_error_mm"])
@@ -48,40 +50,19 @@ def compare(model, fixed, moving, true_mm: np.ndarray, inside: np.ndarray) -> di
     return {**out, "lower_epe": by_epe, "higher_deepsim": by_deepsim}
 
 
-def phantom_rows(model, seeds: list[int]) -> list[dict]:
+def phantom_pairs(seeds: list[int]) -> list[tuple[str, dict, object]]:
     from phantom_gate import phantom_grid, phantom_pair
 
-    from deepsim.geometry import Image
-
     grid = phantom_grid()
-    rows = []
-    for seed in seeds:
-        p = phantom_pair(seed, grid)
-        fixed, moving = (Image(p[k][0, 0].numpy(), grid) for k in ("fixed", "moving"))
-        true_mm = np.moveaxis(p["disp"][0].numpy(), 0, -1) @ grid.linear.T
-        inside = p["fixed_labels"][0, 0].numpy() > 0
-        rows.append(
-            {"pair": f"phantom seed {seed}", **compare(model, fixed, moving, true_mm, inside)}
-        )
-    return rows
+    return [(f"phantom seed {seed}", phantom_pair(seed, grid), grid) for seed in seeds]
 
 
-def brain_rows(model, n: int) -> list[dict]:
-    from deepsim.geometry import Image
+def brain_pairs(n: int) -> list[tuple[str, dict, object]]:
     from deepsim.training.datasets import make_source
 
     cfg = json.loads((ROOT / "configs" / "eval-mni2009a.json").read_text())
     source = make_source(cfg["data"], "test", int(cfg.get("seed", 0)))
-    rows = []
-    for i in range(n):
-        p = source.pair(i)
-        fixed, moving = (
-            Image(p[k][0, 0].numpy().astype(np.float32), source.grid) for k in ("fixed", "moving")
-        )
-        true_mm = np.moveaxis(p["disp"][0].numpy(), 0, -1) @ source.grid.linear.T
-        inside = p["fixed_labels"][0, 0].numpy() > 0
-        rows.append({"pair": f"mni2009a {i}", **compare(model, fixed, moving, true_mm, inside)})
-    return rows
+    return [(f"mni2009a {i}", source.pair(i), source.grid) for i in range(n)]
 
 
 def main(argv=None) -> int:
@@ -93,11 +74,11 @@ def main(argv=None) -> int:
     p.add_argument("--brain-pairs", type=int, default=3)
     p.add_argument("--out", type=Path, default=RESULTS / "engine_arbiter.json")
     args = p.parse_args(argv)
+    phantoms, brains = phantom_pairs(args.phantom_seeds), brain_pairs(args.brain_pairs)
     results = {}
-    for name, sets in (("general-3d", ("phantom", "brain")), ("brain-3d", ("brain",))):
+    for name, pairs in (("general-3d", phantoms + brains), ("brain-3d", brains)):
         model = load_model(resolve_model(name, 3), spatial_dims=3)
-        rows = phantom_rows(model, args.phantom_seeds) if "phantom" in sets else []
-        results[name] = rows + brain_rows(model, args.brain_pairs)
+        results[name] = [{"pair": label, **compare(model, p, grid)} for label, p, grid in pairs]
     table = [
         [name, r["pair"]]
         + [f"{r[v]['endpoint_error_mm']:.3f}" for v in ("network", "default")]

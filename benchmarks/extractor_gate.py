@@ -123,11 +123,14 @@ def extractor_target(model) -> str | None:
 
 
 @torch.no_grad()
-def _predict(model, image: np.ndarray) -> np.ndarray:
+def _dice(model, image: np.ndarray, truth: np.ndarray) -> float:
+    """Mean Dice of classes 1-3 of the extractor's segmentation of ``image`` against ``truth``."""
+    from deepsim.metrics import mean_foreground_dice
+
     image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
     x = torch.from_numpy(image.astype(np.float32))[None, None]
     pred = model.extractor(pad_to(x)).argmax(1)[0].numpy()
-    return pred[tuple(slice(0, n) for n in image.shape)]
+    return mean_foreground_dice(truth, pred[tuple(slice(0, n) for n in image.shape)], [1, 2, 3])
 
 
 def segmentation_dice(model) -> dict[str, float]:
@@ -138,7 +141,6 @@ def segmentation_dice(model) -> dict[str, float]:
       tissue class, which the tissue map lacks, so its mni2009a Dice is a lower bound);
     * brain tissue classes: mean GM/WM/CSF Dice on mni2009a (held out) and on fsaverage (training).
     """
-    from deepsim.metrics import mean_foreground_dice
     from deepsim.training.anatomy import load_anatomy, tissue_labels
     from deepsim.training.benchdata import _volume_or_slice
     from deepsim.training.synth import boundary_bands
@@ -149,14 +151,12 @@ def segmentation_dice(model) -> dict[str, float]:
         from phantom_gate import phantom_grid, phantom_pair
 
         pair = phantom_pair(0, phantom_grid())
-        truth = boundary_bands(pair["moving_labels"])[0, 0].numpy()
-        pred = _predict(model, pair["moving"][0, 0].numpy())
-        out = {"heldout_phantom_bands": mean_foreground_dice(truth, pred, labels=[1, 2, 3])}
+        bands = boundary_bands(pair["moving_labels"])[0, 0].numpy()
+        out = {"heldout_phantom_bands": _dice(model, pair["moving"][0, 0].numpy(), bands)}
         image, labels, _ = load_anatomy("mni2009a")
         tissue = torch.from_numpy(tissue_labels("mni2009a", "tissue", labels))[None, None]
-        truth = boundary_bands(tissue)[0, 0].numpy()
-        pred = _predict(model, image.astype(np.float32))
-        out["heldout_mni2009a_tissue_bands"] = mean_foreground_dice(truth, pred, labels=[1, 2, 3])
+        bands = boundary_bands(tissue)[0, 0].numpy()
+        out["heldout_mni2009a_tissue_bands"] = _dice(model, image, bands)
         return out
     out = {}
     for name, key in (("mni2009a", "heldout_mni2009a"), ("fsaverage", "training_fsaverage")):
@@ -164,7 +164,7 @@ def segmentation_dice(model) -> dict[str, float]:
         truth = tissue_labels(name, "tissue", labels)
         image = _volume_or_slice(image.astype(np.float32), model.spatial_dims, 0, None)
         truth = _volume_or_slice(truth, model.spatial_dims, 0, None)
-        out[key] = mean_foreground_dice(truth, _predict(model, image), labels=[1, 2, 3])
+        out[key] = _dice(model, image, truth)
     return out
 
 

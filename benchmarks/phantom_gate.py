@@ -85,17 +85,13 @@ def run(model, pairs, grid, io_steps=None) -> list[dict]:
 
 
 def identity_rows(pairs, grid) -> list[dict]:
-    from deepsim.geometry import Image
     from deepsim.metrics import mean_foreground_dice
     from deepsim.scoring import score_on_fixed_grid_mm
+    from deepsim.training.evaluate import pair_images
 
     rows = []
     for p in pairs:
-        fl, ml = (
-            Image(p[k][0, 0].numpy().astype(np.int16), grid)
-            for k in ("fixed_labels", "moving_labels")
-        )
-        true_mm = np.moveaxis(p["disp"][0].numpy(), 0, -1) @ grid.linear.T
+        _, _, fl, ml, true_mm = pair_images(p, grid)
         s = score_on_fixed_grid_mm(fl, ml, np.zeros_like(true_mm), true_mm)
         rows.append(
             {

@@ -19,9 +19,24 @@ from ..geometry import Grid, Image
 from ..metrics import mean_foreground_dice
 from ..scoring import score_on_fixed_grid_mm
 
-__all__ = ["evaluate_model", "evaluate_pairs"]
+__all__ = ["evaluate_model", "evaluate_pairs", "pair_images"]
 
 log = logging.getLogger(__name__)
+
+
+def pair_images(p: dict, grid: Grid) -> tuple[Image, Image, Image, Image, np.ndarray | None]:
+    """A pair dict (``fixed, moving, fixed_labels, moving_labels`` ``(1, 1, *spatial)`` tensors
+    or arrays on ``grid``, optional ``disp`` in fixed voxels) as images, and its known
+    displacement as ``(*spatial, D)`` LPS mm (None without ``disp``)."""
+
+    def array(key):
+        v = p[key]
+        return np.asarray(v.cpu() if hasattr(v, "cpu") else v)[0]
+
+    fixed, moving = (Image(array(k)[0].astype(np.float32), grid) for k in ("fixed", "moving"))
+    fl, ml = (Image(array(k)[0].astype(np.int16), grid) for k in ("fixed_labels", "moving_labels"))
+    true_mm = np.moveaxis(array("disp"), 0, -1) @ grid.linear.T if "disp" in p else None
+    return fixed, moving, fl, ml, true_mm
 
 
 def evaluate_pairs(
@@ -37,24 +52,8 @@ def evaluate_pairs(
     if preset is not None:
         opts.preset = preset
     for i, p in enumerate(pairs):
-        arr = {
-            k: np.asarray(v.cpu() if hasattr(v, "cpu") else v)[0, 0]
-            for k, v in p.items()
-            if k != "disp"
-        }
-        fixed, moving = (
-            Image(arr["fixed"].astype(np.float32), grid),
-            Image(arr["moving"].astype(np.float32), grid),
-        )
-        fl = Image(arr["fixed_labels"].astype(np.int16), grid)
-        ml = Image(arr["moving_labels"].astype(np.int16), grid)
+        fixed, moving, fl, ml, true_mm = pair_images(p, grid)
         res = register(fixed, moving, model, opts, fl, ml)
-        true_mm = None
-        if "disp" in p:
-            true_vox = np.moveaxis(
-                np.asarray(p["disp"].cpu() if hasattr(p["disp"], "cpu") else p["disp"])[0], 0, -1
-            )
-            true_mm = true_vox @ grid.linear.T
         score = score_on_fixed_grid_mm(fl, ml, res.displacement, true_mm)
         rows.append(
             {

@@ -317,10 +317,15 @@ def train(
     return TrainOutcome(best, net, step, start_step)
 
 
+def _role(task: str) -> str:
+    """The key of a task's network in model files."""
+    return "registration" if task == "registration" else "extractor"
+
+
 def _init_from(net: nn.Module, net_cfg: NetworkConfig, path: Path) -> None:
     """Start ``net`` from the weights of the same network in the model file ``path`` (fine-tuning):
     its registration network, or its extractor for an extractor task."""
-    role = "registration" if net_cfg.kind == "registration" else "extractor"
+    role = _role(net_cfg.kind)
     source = load_model(path)
     saved = source.config["networks"].get(role)
     if saved != net_cfg.to_dict():
@@ -372,7 +377,7 @@ def _save_checkpoint(path, cfg, net, opt, sched, step, wall, best, gen):
 
 
 def _save_model_file(path, cfg, net_cfg, net, task: _Task, metrics: dict):
-    role = "registration" if cfg["task"] == "registration" else "extractor"
+    role = _role(cfg["task"])
     networks = {role: net}
     net_cfgs = {role: net_cfg.to_dict()}
     trained_on = {}
