@@ -1,20 +1,21 @@
 """Which field should a registration keep: the network's alone, or the engine's after it?
 
 The engine (MIND + diffusion) keeps its field whenever it lowers its own loss, so it cannot tell
-when it makes the network's field worse (as on random-shape phantoms). This measures a candidate
-arbiter that the engine does not optimise: the model's own DeepSim similarity between the fixed
-image and the warped moving image (``summary.similarity_deepsim_after``). Per pair it registers
-with the network alone (``io_steps = 0``) and with the default (network + engine), and reports
-each one's endpoint error and DeepSim, and whether keeping the field of higher DeepSim would have
-kept the one of lower endpoint error.
+when it makes the network's field worse (as on random-shape phantoms). By default
+(``RegistrationOptions.deepsim_judge``) registration then keeps whichever of the two fields the
+model's own DeepSim similarity rates higher, a similarity the engine does not optimise. Per pair
+this registers with the network alone (``io_steps = 0``), with the engine's field always kept
+(``deepsim_judge = False``) and with the default, and reports each one's endpoint error, the
+two DeepSim ratings and whether the judge kept the field of lower endpoint error.
 
 Pairs, never used by a gate or for training: random-shape phantoms of validation seeds (as in
-:mod:`phantom_gate`) for general-3d, and semi-synthetic pairs of the held-out MNI 2009a
-(``configs/eval-mni2009a.json``) for general-3d and brain-3d.
+:mod:`phantom_gate`) and semi-synthetic pairs of the held-out MNI 2009a
+(``configs/eval-mni2009a.json``), for every shipped 3D model.
 
 Usage::
 
-    python benchmarks/engine_arbiter.py [--phantom-seeds 10 11 12 13 14] [--brain-pairs 3]
+    python benchmarks/engine_arbiter.py [--models general-3d brain-3d brain-3d-ae]
+        [--phantom-seeds 10 11 12 13 14] [--brain-pairs 3]
 """
 
 from __future__ import annotations
@@ -28,26 +29,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, ROOT, environment, md_table, write_json  # noqa: E402
 
+VARIANTS = {
+    "network": {"io_steps": 0},
+    "engine": {"deepsim_judge": False},
+    "default": {},
+}
+
 
 def compare(model, pair: dict, grid) -> dict:
-    """Endpoint error (mm, fixed foreground) and DeepSim of the network alone and of the default."""
+    """Endpoint error (mm, fixed foreground) of each of :data:`VARIANTS`, and the default's
+    DeepSim ratings of the network's and the engine's fields."""
     from deepsim.register import RegistrationOptions, register
     from deepsim.scoring import score_on_fixed_grid_mm
     from deepsim.training.evaluate import pair_images
 
     fixed, moving, fl, ml, true_mm = pair_images(pair, grid)
     out = {}
-    for variant, io_steps in (("network", 0), ("default", None)):
-        res = register(fixed, moving, model, RegistrationOptions(device="cpu", io_steps=io_steps))
-        out[variant] = {
-            "endpoint_error_mm": score_on_fixed_grid_mm(
-                fl, ml, res.displacement, true_mm
-            ).endpoint_error_mm,
-            "deepsim": float(res.summary.similarity_deepsim_after),
-        }
-    by_epe = min(out, key=lambda v: out[v]["endpoint_error_mm"])
-    by_deepsim = max(out, key=lambda v: out[v]["deepsim"])
-    return {**out, "lower_epe": by_epe, "higher_deepsim": by_deepsim}
+    for variant, options in VARIANTS.items():
+        opts = RegistrationOptions(device="cpu", heatmaps=False, warped=False, **options)
+        res = register(fixed, moving, model, opts)
+        out[variant] = score_on_fixed_grid_mm(fl, ml, res.displacement, true_mm).endpoint_error_mm
+    rated = res.summary.deepsim_judge
+    return {
+        "endpoint_error_mm": out,
+        "deepsim": rated,
+        "kept": res.summary.engine_kept,
+        "lower_epe": min(("network", "engine"), key=out.get),
+    }
 
 
 def phantom_pairs(seeds: list[int]) -> list[tuple[str, dict, object]]:
@@ -70,34 +78,34 @@ def main(argv=None) -> int:
     from deepsim.modelio import load_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="*", default=["general-3d", "brain-3d", "brain-3d-ae"])
     p.add_argument("--phantom-seeds", nargs="*", type=int, default=[10, 11, 12, 13, 14])
     p.add_argument("--brain-pairs", type=int, default=3)
     p.add_argument("--out", type=Path, default=RESULTS / "engine_arbiter.json")
     args = p.parse_args(argv)
-    phantoms, brains = phantom_pairs(args.phantom_seeds), brain_pairs(args.brain_pairs)
+    pairs = phantom_pairs(args.phantom_seeds) + brain_pairs(args.brain_pairs)
     results = {}
-    for name, pairs in (("general-3d", phantoms + brains), ("brain-3d", brains)):
+    for name in args.models:
         model = load_model(resolve_model(name, 3), spatial_dims=3)
         results[name] = [{"pair": label, **compare(model, p, grid)} for label, p, grid in pairs]
     table = [
         [name, r["pair"]]
-        + [f"{r[v]['endpoint_error_mm']:.3f}" for v in ("network", "default")]
-        + [f"{r[v]['deepsim']:.4f}" for v in ("network", "default")]
-        + [
-            r["lower_epe"],
-            r["higher_deepsim"],
-            "yes" if r["lower_epe"] == r["higher_deepsim"] else "no",
-        ]
+        + [f"{r['endpoint_error_mm'][v]:.3f}" for v in VARIANTS]
+        + [f"{r['deepsim'][v]:.4f}" for v in ("network", "engine")]
+        + [r["kept"], r["lower_epe"], "yes" if r["kept"] == r["lower_epe"] else "no"]
         for name, rows in results.items()
         for r in rows
     ]
-    header = ["model", "pair", "EPE network mm", "EPE default mm", "DeepSim network"]
-    header += ["DeepSim default", "lower EPE", "higher DeepSim", "DeepSim picks it"]
+    header = ["model", "pair"] + [f"EPE {v} mm" for v in VARIANTS]
+    header += ["DeepSim network", "DeepSim engine", "kept", "lower EPE", "right"]
     print(md_table(header, table))
     right = sum(row[-1] == "yes" for row in table)
     print(
-        f"\nkeeping the field of higher DeepSim keeps the lower endpoint error on {right} of {len(table)} pairs"
+        f"\nthe DeepSim judge keeps the field of lower endpoint error on {right} of {len(table)} pairs"
     )
+    for name, rows in results.items():
+        means = {v: sum(r["endpoint_error_mm"][v] for r in rows) / len(rows) for v in VARIANTS}
+        print(f"{name}: mean EPE " + ", ".join(f"{v} {m:.3f} mm" for v, m in means.items()))
     write_json(
         args.out,
         {"environment": environment(), "results": results, "right": right, "pairs": len(table)},

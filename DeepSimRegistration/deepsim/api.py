@@ -221,7 +221,9 @@ class RegistrationOptions:
     the preset; 0 = no instance optimisation (network only); N = one level of N steps on the
     model grid, step ``io_lr`` voxels, instead of the preset's levels. ``model_spacing``:
     override the model grid spacing in mm (coarser = faster, less memory). ``heatmaps`` /
-    ``warped``: compute those outputs."""
+    ``warped``: compute those outputs. ``deepsim_judge``: after the engine, keep the network's
+    field instead of the engine's when the model's own DeepSim similarity rates it higher (the
+    engine optimises a different similarity and cannot tell when it made the field worse)."""
 
     device: str = "auto"
     affine: bool = True
@@ -234,6 +236,7 @@ class RegistrationOptions:
     model_spacing: float | None = None
     heatmaps: bool = True
     warped: bool = True
+    deepsim_judge: bool = True
 
 
 @dataclass
@@ -267,6 +270,7 @@ class Summary:
     engine_kept: str | None = None
     engine_loss: dict[str, float] | None = None
     mask: str | None = None
+    deepsim_judge: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         """The JSON form: fields that are None are left out."""

@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="similarity of the instance optimisation, overriding the model's default: "
         "mind, ncc, deepsim or a weighted sum such as 'ncc+3*mind'",
     )
+    reg.add_argument(
+        "--keep-engine",
+        action="store_true",
+        help="always keep the instance optimisation's field, even where the model's DeepSim "
+        "similarity rates the network's field alone higher (by default the higher one is kept)",
+    )
     reg.add_argument("--fixed-mask", type=Path, metavar="F", help="mask of the fixed image")
     reg.add_argument("--moving-mask", type=Path, metavar="F", help="mask of the moving image")
     reg.add_argument("--rigid", action="store_true", help="rigid instead of affine pre-alignment")
@@ -225,6 +231,7 @@ def cmd_register(args) -> int:
             similarity=args.similarity,
             io_steps=args.io_steps,
             model_spacing=args.model_spacing,
+            deepsim_judge=not args.keep_engine,
         )
         bar = None if args.progress_lines else ProgressBar(100)
         try:
@@ -255,6 +262,8 @@ def cmd_register(args) -> int:
         line += f", NCC {s.similarity_ncc_before:.3f} -> {s.similarity_ncc_after:.3f}"
     if s.dice_after is not None:
         line += f", Dice {s.dice_before:.3f} -> {s.dice_after:.3f}"
+    if s.engine_kept is not None:
+        line += f", kept the {s.engine_kept} field"
     print(line)
     print(f"wrote {len(written)} files to {args.out}")
     return 0

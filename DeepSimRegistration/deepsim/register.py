@@ -399,6 +399,15 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
         else:
             disp, kept = torch.zeros_like(res.disp), "affine"
         log.warning("instance optimisation made the similarity worse; keeping the %s field", kept)
+    judged = None
+    if kept == "engine" and init is not None and opts.deepsim_judge and model.extractor is not None:
+        judged = {
+            "network": _mean_deepsim(model, m, f, init),
+            "engine": _mean_deepsim(model, m, f, disp),
+        }
+        if judged["network"] > judged["engine"]:
+            disp, kept = init, "network"
+            log.info("the model's DeepSim rates the network's field above the engine's; keeping it")
     info = {
         "preset": opts.preset if opts.io_steps is None else None,
         "engine": settings.to_dict(),
@@ -410,8 +419,21 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
             "final": res.loss,
         },
         "mask": mask_kind,
+        "deepsim_judge": judged,
     }
     return disp, info
+
+
+def _mean_deepsim(model: LoadedModel, moving: torch.Tensor, fixed: torch.Tensor, disp) -> float:
+    """The model's own DeepSim similarity of ``warp(moving, disp)`` to ``fixed``, averaged over
+    the model grid (the mean of the heatmap): the judge between the network's field and the
+    engine's, which the engine does not optimise (``benchmarks/engine_arbiter.py``)."""
+    levels = list(model.loss.levels) if model.loss.levels is not None else None
+    with torch.inference_mode():
+        warped = warp(moving, disp)
+        return float(
+            deepsim_map(model.extractor.to(fixed.device), warped, fixed, None, levels).mean()
+        )
 
 
 def _restrict(mask: torch.Tensor | None, view: np.ndarray | None, device) -> torch.Tensor | None:
