@@ -136,6 +136,7 @@ def check_training_config(cfg: dict, path: str | Path) -> None:
     c.integer(net, "n_classes", "network.", low=2)
     c.integer(net, "integration_steps", "network.", low=0)
     c.integer(net, "stem_channels", "network.", low=0)
+    c.integer(net, "input_window", "network.", low=0)
     c.integer(net, "shrink", "network.", low=1)
     c.number(net, "dropout", "network.", positive=False, below=1)
     for key in ("bnorm", "flow_features", "local_flow"):

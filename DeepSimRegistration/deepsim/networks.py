@@ -23,6 +23,7 @@ __all__ = [
     "AutoEncoder",
     "RegistrationNet",
     "flow_features",
+    "local_normalise",
     "build_network",
 ]
 
@@ -57,6 +58,10 @@ class NetworkConfig:
         inputs at full resolution and pooled by 2 and by 4 (before the ``shrink`` pooling), so
         its field can be as precise as the full-resolution images allow, and larger motions
         are still within reach of the coarser estimates.
+    input_window: feature extractors only: each input is first normalised to zero mean and unit
+        spread in a box of this width (:func:`local_normalise`, as local NCC does; 0 = raw
+        intensities), so features cannot depend on smooth intensity changes (bias, contrast);
+        an autoencoder then reconstructs the normalised image.
     """
 
     kind: Literal["segmentation", "autoencoder", "registration"]
@@ -71,6 +76,7 @@ class NetworkConfig:
     shrink: int = 1
     flow_features: bool = False
     local_flow: bool = False
+    input_window: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkConfig":
@@ -200,6 +206,7 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, cfg: NetworkConfig, skip_connections: bool):
         super().__init__()
+        self.input_window = cfg.input_window
         self.stem = None
         width = 1
         if cfg.stem_channels:
@@ -209,11 +216,17 @@ class FeatureExtractor(nn.Module):
             cfg.spatial_dims, width, cfg.channels, skip_connections, cfg.bnorm, cfg.dropout
         )
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the network sees it: locally normalised when ``input_window`` is set."""
+        return local_normalise(x, self.input_window) if self.input_window else x
+
     def _decode(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prepare(x)
         return self.backbone(self.stem(x) if self.stem is not None else x)[0]
 
     def features(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
         """The DeepSim feature levels; ``depth`` stops after that many levels."""
+        x = self.prepare(x)
         if self.stem is None:
             return self.backbone.encode(x, depth)
         x = self.stem(x)
@@ -233,7 +246,8 @@ class SegmentationNet(FeatureExtractor):
 
 
 class AutoEncoder(FeatureExtractor):
-    """Skip-less autoencoder (DeepSim_ae); ``forward`` returns the reconstruction in ``[0, 1]``."""
+    """Skip-less autoencoder (DeepSim_ae); ``forward`` returns the reconstruction of
+    :meth:`prepare`'s image: in ``[0, 1]`` for raw intensities, unbounded when normalised."""
 
     def __init__(self, cfg: NetworkConfig):
         super().__init__(cfg, False)
@@ -241,7 +255,8 @@ class AutoEncoder(FeatureExtractor):
         self.head = _head(cfg.spatial_dims, self.backbone.out_channels, width, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(self._decode(x)))
+        y = self.head(self._decode(x))
+        return y if self.input_window else torch.sigmoid(y)
 
 
 def flow_features(moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
@@ -256,6 +271,26 @@ def flow_features(moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     return torch.cat([d, 4.0 * d * g], dim=1)
 
 
+def _box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over a ``window``-wide box around each voxel (narrowed, odd, along shorter axes)."""
+    dims = x.ndim - 2
+    for axis, n in enumerate(x.shape[2:]):  # separable: one axis at a time
+        k = min(window, n - 1 + n % 2)
+        kernel = [k if a == axis else 1 for a in range(dims)]
+        pad = [k // 2 if a == axis else 0 for a in range(dims)]
+        x = _AVG_POOL[dims](x, kernel, 1, pad, count_include_pad=False)
+    return x
+
+
+def local_normalise(x: torch.Tensor, window: int, floor: float = 0.05) -> torch.Tensor:
+    """``x`` at zero mean and unit spread in a ``window``-wide box around each voxel, the spread
+    floored at ``floor`` (for images in [0, 1]) so flat regions stay flat rather than amplify
+    noise: smooth intensity changes (bias field, gamma, contrast) cancel, as in local NCC."""
+    mean = _box_filter(x, window)
+    spread = (_box_filter(x * x, window) - mean * mean).clamp_min(0).sqrt()
+    return (x - mean) / (spread + floor)
+
+
 def local_flow(
     moving: torch.Tensor, fixed: torch.Tensor, window: int = 9, max_disp: float = 4.0
 ) -> torch.Tensor:
@@ -263,29 +298,13 @@ def local_flow(
     ``warp(moving, u) ~ fixed``) from a ``window``-wide box around each voxel, and the local
     gradient strength ``sqrt(trace G)``.
 
-    Each image is first normalised to zero mean and unit spread in the same box (the spread
-    floored at 0.05, for images in [0, 1]), so smooth intensity changes between the two (bias
-    field, gamma, contrast) do not read as motion, as in local NCC. Per voxel it then solves
+    Each image is first normalised in the same box (:func:`local_normalise`), so smooth
+    intensity changes between the two (bias field, gamma, contrast) do not read as motion. Per voxel it then solves
     ``(G + eps I) u = b`` with ``G = <g g^T>`` and ``b = <g (fixed - moving)>`` over the box,
     ``g`` the gradient of the mean image; ``eps`` (5 % of ``trace G / D`` plus 1e-6) damps
     directions without texture (the aperture problem). Estimates are clipped to ``max_disp``."""
     dims = moving.ndim - 2
-    # the box, narrowed (odd) along axes shorter than it
-    size = [min(window, n - 1 + n % 2) for n in moving.shape[2:]]
-
-    def box(x: torch.Tensor) -> torch.Tensor:  # separable: one axis at a time
-        for axis, k in enumerate(size):
-            kernel = [k if a == axis else 1 for a in range(dims)]
-            pad = [k // 2 if a == axis else 0 for a in range(dims)]
-            x = _AVG_POOL[dims](x, kernel, 1, pad, count_include_pad=False)
-        return x
-
-    def normalised(x: torch.Tensor) -> torch.Tensor:
-        mean = box(x)
-        spread = (box(x * x) - mean * mean).clamp_min(0).sqrt()
-        return (x - mean) / (spread + 0.05)
-
-    moving, fixed = normalised(moving), normalised(fixed)
+    moving, fixed = local_normalise(moving, window), local_normalise(fixed, window)
     mean = (fixed + moving) / 2
     g = torch.cat(
         [
@@ -296,7 +315,7 @@ def local_flow(
     )
     d = fixed - moving
     rows, cols = torch.triu_indices(dims, dims)
-    products = box(torch.cat([g[:, rows] * g[:, cols], g * d], dim=1))
+    products = _box_filter(torch.cat([g[:, rows] * g[:, cols], g * d], dim=1), window)
     n = len(rows)
     G = products.new_zeros((products.shape[0], *products.shape[2:], dims, dims))  # channels last
     G[..., rows, cols] = products[:, :n].movedim(1, -1)

@@ -74,6 +74,30 @@ def test_stem_puts_feature_level_0_at_full_resolution(kind):
     assert float(loss(shifted, x)) > float(loss(x, x)) + 1e-4
 
 
+def test_locally_normalised_extractor_ignores_offset_and_contrast():
+    """With ``input_window``, the DeepSim features see the image normalised in a box: an offset
+    leaves them unchanged, a doubled contrast nearly so (only the spread floor differs), while
+    without it both change the features; a 1-voxel shift still does."""
+    torch.manual_seed(0)
+    x = torch.nn.functional.avg_pool3d(torch.rand(1, 1, 16, 16, 16), 3, 1, 1)
+    x = (x - x.min()) / (x.max() - x.min())
+
+    def loss(net, a):
+        return float(DeepSimLoss(net)(a, x))
+
+    for window, invariant in ((5, True), (0, False)):
+        torch.manual_seed(1)
+        net = build_network(
+            NetworkConfig("autoencoder", 3, [4, 8], stem_channels=4, input_window=window)
+        )
+        offset, contrast = loss(net, x + 0.3), loss(net, 0.5 + 2 * (x - 0.5))
+        shift = loss(net, torch.roll(x, 1, dims=3))
+        if invariant:
+            assert offset < 1e-5 and contrast < 0.2 * shift, (offset, contrast, shift)
+        else:
+            assert offset > 1e-3 and contrast > 1e-3, (offset, contrast)
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_maps_have_the_image_shape(dims):
     shape = (2, 1) + (16,) * dims

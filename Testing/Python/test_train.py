@@ -60,6 +60,25 @@ def test_autoencoder_training_lowers_its_loss(tmp_path):
     assert load_model(tmp_path / "model.pt").extractor is not None
 
 
+def test_normalised_autoencoder_reconstructs_the_normalised_image(tmp_path):
+    """With ``input_window`` the autoencoder's target is its locally normalised input (not the
+    raw image, which it no longer sees), and the setting survives the model file."""
+    from deepsim.networks import local_normalise
+    from deepsim.training.train import _Task
+
+    cfg = _cfg("autoencoder", steps=2)
+    cfg["network"] = {**cfg["network"], "input_window": 5}
+    train(cfg, tmp_path, device="cpu", progress=False)
+    net = load_model(tmp_path / "model.pt").extractor
+    assert net.input_window == 5
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        loss = _Task(cfg, net, tmp_path, "cpu").loss(net, {"fixed": x[:1], "moving": x[1:]})
+        expected = torch.nn.functional.mse_loss(net(x), local_normalise(x, 5))
+        raw = torch.nn.functional.mse_loss(net(x), x)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5) and abs(loss - raw) > 1e-3
+
+
 def test_segmenting_boundaries_learns_a_target_no_contrast_hides(tmp_path):
     # random shapes, a random intensity per label drawn independently for the two images: the
     # label ids cannot be read from an image, their boundary bands can

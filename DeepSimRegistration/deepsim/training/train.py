@@ -166,7 +166,7 @@ class _Task:
             return dice_ce_loss(model(x).float(), y)
         if self.kind == "autoencoder":
             x = torch.cat([b["fixed"], b["moving"]])
-            return F.mse_loss(model(x).float(), x)
+            return F.mse_loss(model(x).float(), model.prepare(x))
         disp = model(b["moving"], b["fixed"])
         warped = warp(b["moving"], disp)
         loss = self.sim(warped, b["fixed"], disp, b) + self.lam * diffusion(disp)
@@ -328,7 +328,7 @@ def _init_from(net: nn.Module, net_cfg: NetworkConfig, path: Path) -> None:
     role = _role(net_cfg.kind)
     source = load_model(path)
     saved = source.config["networks"].get(role)
-    if saved != net_cfg.to_dict():
+    if saved is None or NetworkConfig.from_dict(saved) != net_cfg:  # defaults of newer keys
         raise ValueError(
             f"optim.init: the {role} network of {path} is not the network this config builds "
             f"(file: {saved}, config: {net_cfg.to_dict()})"
