@@ -648,7 +648,7 @@ class DeepSimRegistrationLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def describe(summary: dict) -> str:
         """The summary shown after a run: time, device, similarity before -> after, folding,
-        Dice when label maps were given."""
+        Dice when label maps were given, and which field was kept (network, engine or affine)."""
         lines = [
             _("Done in {seconds:.1f} s on {device} with {model}.").format(
                 seconds=summary.get("runtime_s", 0.0),
@@ -674,6 +674,9 @@ class DeepSimRegistrationLogic(ScriptedLoadableModuleLogic):
                     before=summary.get("dice_before", 0.0), after=summary["dice_after"]
                 )
             )
+        kept = summary.get("engine_kept")
+        if kept is not None:
+            lines.append(_("Kept the {field} field.").format(field=kept))
         return "\n".join(lines)
 
 

@@ -444,7 +444,7 @@ def test_code_parses_with_the_oldest_supported_python():
         ast.parse("def f[T](x: T) -> T: return x", feature_version=module.MINIMUM_PYTHON)
 
 
-def test_summary_shows_time_device_similarity_folding_and_dice():
+def test_summary_shows_time_device_similarity_folding_dice_and_kept_field():
     module = import_module_file()
     text = module.DeepSimRegistrationLogic.describe(
         {
@@ -458,11 +458,13 @@ def test_summary_shows_time_device_similarity_folding_and_dice():
             "similarity_ncc_after": 0.5,
             "dice_before": 0.6,
             "dice_after": 0.8,
+            "engine_kept": "network",
         }
     )
     for part in ("12.3 s", "cpu", "brain-3d", "0.12%", "0.410 -> 0.770", "0.200 -> 0.500"):
         assert part in text, part
-    assert "Dice: 0.600 -> 0.800" in text and len(text.splitlines()) == 5
+    assert "Dice: 0.600 -> 0.800" in text and "Kept the network field." in text
+    assert len(text.splitlines()) == 6
 
 
 def test_the_widget_talks_only_to_the_logic():
