@@ -223,7 +223,8 @@ class RegistrationOptions:
     override the model grid spacing in mm (coarser = faster, less memory). ``heatmaps`` /
     ``warped``: compute those outputs. ``deepsim_judge``: after the engine, keep the network's
     field instead of the engine's when the model's own DeepSim similarity rates it higher (the
-    engine optimises a different similarity and cannot tell when it made the field worse)."""
+    engine optimises a different similarity and cannot tell when it made the field worse); None =
+    the model's default (:data:`deepsim.presets.DEEPSIM_JUDGE`)."""
 
     device: str = "auto"
     affine: bool = True
@@ -236,7 +237,7 @@ class RegistrationOptions:
     model_spacing: float | None = None
     heatmaps: bool = True
     warped: bool = True
-    deepsim_judge: bool = True
+    deepsim_judge: bool | None = None
 
 
 @dataclass

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-engine",
         action="store_true",
         help="always keep the instance optimisation's field, even where the model's DeepSim "
-        "similarity rates the network's field alone higher (by default the higher one is kept)",
+        "similarity rates the network's field alone higher (by default the 3D models keep the "
+        "higher one)",
     )
     reg.add_argument("--fixed-mask", type=Path, metavar="F", help="mask of the fixed image")
     reg.add_argument("--moving-mask", type=Path, metavar="F", help="mask of the moving image")
@@ -231,7 +232,7 @@ def cmd_register(args) -> int:
             similarity=args.similarity,
             io_steps=args.io_steps,
             model_spacing=args.model_spacing,
-            deepsim_judge=not args.keep_engine,
+            deepsim_judge=False if args.keep_engine else None,
         )
         bar = None if args.progress_lines else ProgressBar(100)
         try:

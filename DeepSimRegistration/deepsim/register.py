@@ -34,7 +34,7 @@ from .jacobian import jacobian_det
 from .metrics import dice_per_label, folding_percent, mean_foreground_dice, std_log_jacobian
 from .modelio import LoadedModel
 from .preprocess import check_finite_nonconstant, normalize_intensity
-from .presets import engine_settings
+from .presets import DEEPSIM_JUDGE, engine_settings
 from .regularizers import diffusion
 from .similarity import build_similarity, deepsim_map, local_ncc_map
 from .warp import warp
@@ -400,7 +400,10 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
             disp, kept = torch.zeros_like(res.disp), "affine"
         log.warning("instance optimisation made the similarity worse; keeping the %s field", kept)
     judged = None
-    if kept == "engine" and init is not None and opts.deepsim_judge and model.extractor is not None:
+    judge = opts.deepsim_judge
+    if judge is None:
+        judge = model is not None and model.name in DEEPSIM_JUDGE
+    if kept == "engine" and init is not None and judge and model.extractor is not None:
         judged = {
             "network": _mean_deepsim(model, m, f, init),
             "engine": _mean_deepsim(model, m, f, disp),

@@ -73,10 +73,7 @@ def test_register_writes_the_contract(pair2d, tmp_path, tiny_model_2d):
     ):
         assert key in summary
     assert summary["dice_after"] > summary["dice_before"]
-    # the field kept, and the model's DeepSim ratings when the engine's was up against the network's
     assert f"kept the {summary['engine_kept']} field" in proc.stdout
-    if summary["engine_kept"] == "engine":
-        assert set(summary["deepsim_judge"]) == {"network", "engine"}
     warped = sitk.ReadImage(str(out / "warped.nii.gz"))
     assert warped.GetSize() == sitk.ReadImage(str(f)).GetSize()
 

@@ -166,6 +166,23 @@ def test_known_affine_is_recovered_by_prealignment():
     )
 
 
+def test_deepsim_judge_is_per_model_and_keeps_the_field_it_rates_higher(tiny_model_2d):
+    """A model outside ``presets.DEEPSIM_JUDGE`` keeps the engine's field without rating it; asked
+    to judge, registration rates both fields by the model's DeepSim and keeps the higher one."""
+    grid = oblique_grid((32, 36))
+    fixed, moving = blob_image(grid), blob_image(grid, centre_shift=[2.0, 1.0])
+    model = load_model(tiny_model_2d)
+    # no affine: the engine has a motion to recover (the affine would take it all)
+    opts = RegistrationOptions(device="cpu", affine=False, heatmaps=False, warped=False)
+    default = register(fixed, moving, model, opts).summary
+    assert default.engine_kept == "engine" and default.deepsim_judge is None
+    opts.deepsim_judge = True
+    judged = register(fixed, moving, model, opts).summary
+    rated = judged.deepsim_judge
+    assert set(rated) == {"network", "engine"}
+    assert judged.engine_kept == max(rated, key=rated.get)
+
+
 def test_summary_and_heatmaps(tiny_model_2d):
     grid = oblique_grid((32, 36))
     fixed = blob_image(grid)

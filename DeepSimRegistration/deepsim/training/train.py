@@ -166,7 +166,7 @@ class _Task:
             return dice_ce_loss(model(x).float(), y)
         if self.kind == "autoencoder":
             x = torch.cat([b["fixed"], b["moving"]])
-            return F.mse_loss(model(x).float(), model.prepare(x))
+            return F.mse_loss(model(x).float(), self.net.prepare(x))  # model may be DDP-wrapped
         disp = model(b["moving"], b["fixed"])
         warped = warp(b["moving"], disp)
         loss = self.sim(warped, b["fixed"], disp, b) + self.lam * diffusion(disp)
