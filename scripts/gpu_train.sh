@@ -26,6 +26,8 @@ for suffix in ("-extractor", ""):
     dims = cfg["spatial_dims"]
     cfg["network"]["channels"] = [64, 128, 256] if dims == 2 else [32, 64, 128]
     cfg["optim"].update(steps=steps, val_every=max(1, min(250, steps)), batch_size=max(cfg["optim"]["batch_size"], 2 if dims == 3 else 8))
+    if cfg["optim"].pop("init", None):  # CPU fine-tuning starts from narrower shipped weights
+        cfg["optim"]["lr"] = 1e-3  # from scratch: general-3d's rate
     cfg["out"] = str(out / ("extractor" if suffix else "registration"))
     if not suffix:
         cfg["loss"]["extractor"] = str(out / "extractor" / "model.pt")
