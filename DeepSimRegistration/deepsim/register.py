@@ -244,20 +244,22 @@ def register(
         masks["moving_view"] = field_of_view(moving.grid, grid, affine)
 
     stages.step(0.25, f"predicting the displacement on {device.type}", "resample")
+    cache: dict = {}
     try:
         disp, engine_info = _deformable(
-            model, fixed_m, moving_m, masks, settings, device, opts, stages
+            model, fixed_m, moving_m, masks, settings, device, opts, stages, cache
         )
     except torch.cuda.OutOfMemoryError:
         if device.type != "cuda":
             raise
         log.warning("CUDA out of memory; retrying on the CPU")
         torch.cuda.empty_cache()
+        cache.clear()
         device = torch.device("cpu")
         if model is not None:
             model.to(device)
         disp, engine_info = _deformable(
-            model, fixed_m, moving_m, masks, settings, device, opts, stages
+            model, fixed_m, moving_m, masks, settings, device, opts, stages, cache
         )
     model_disp = disp[0].cpu().numpy()
 
@@ -276,7 +278,7 @@ def register(
     heatmaps, means = {}, {}
     if opts.heatmaps:
         heatmaps, means = _heatmaps(
-            model, moving_norm, fixed_m, moving_m, disp, grid, fixed.grid, device
+            model, moving_norm, fixed_m, moving_m, disp, grid, fixed.grid, device, cache
         )
 
     stages.step(0.97, "summary", "heatmaps")
@@ -350,10 +352,11 @@ def _grid_mask(mask: Image | None, grid: Grid, affine: np.ndarray | None) -> np.
     return resample(inside, grid, affine, "linear").array
 
 
-def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages: _Stages):
+def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages, cache):
     """The network's displacement (identity when there is none), refined by the engine; the
     result is never worse, by the engine's similarity under the mask, than its start or the
-    identity (after the affine): the better of those is kept instead."""
+    identity (after the affine): the better of those is kept instead. ``cache`` receives what
+    the heatmaps can reuse (the DeepSim judge's fixed features and map of the kept field)."""
     f, m = _to_tensor(fixed_m, device), _to_tensor(moving_m, device)
     init = _predict(model, fixed_m, moving_m, device) if opts.network else None
     if opts.io_steps == 0:
@@ -404,13 +407,12 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
     if judge is None:
         judge = model is not None and model.name in DEEPSIM_JUDGE
     if kept == "engine" and init is not None and judge and model.extractor is not None:
-        judged = {
-            "network": _mean_deepsim(model, m, f, init),
-            "engine": _mean_deepsim(model, m, f, disp),
-        }
+        maps = _judge_maps(model, m, f, {"network": init, "engine": disp}, cache)
+        judged = {k: float(v.mean()) for k, v in maps.items()}
         if judged["network"] > judged["engine"]:
             disp, kept = init, "network"
             log.info("the model's DeepSim rates the network's field above the engine's; keeping it")
+        cache["deepsim_after"] = maps[kept]
     info = {
         "preset": opts.preset if opts.io_steps is None else None,
         "engine": settings.to_dict(),
@@ -427,16 +429,19 @@ def _deformable(model, fixed_m, moving_m, masks, settings, device, opts, stages:
     return disp, info
 
 
-def _mean_deepsim(model: LoadedModel, moving: torch.Tensor, fixed: torch.Tensor, disp) -> float:
-    """The model's own DeepSim similarity of ``warp(moving, disp)`` to ``fixed``, averaged over
-    the model grid (the mean of the heatmap): the judge between the network's field and the
-    engine's, which the engine does not optimise (``benchmarks/engine_arbiter.py``)."""
+def _judge_maps(model: LoadedModel, moving, fixed, fields: dict, cache: dict) -> dict:
+    """The model's own DeepSim heatmap of ``warp(moving, u)`` against ``fixed`` on the model grid
+    for each named field ``u``: the judge between the network's field and the engine's, a
+    similarity the engine does not optimise (``benchmarks/engine_arbiter.py``). The fixed image's
+    features go into ``cache`` for the heatmaps."""
+    extractor = model.extractor.to(fixed.device).eval()
     levels = list(model.loss.levels) if model.loss.levels is not None else None
     with torch.inference_mode():
-        warped = warp(moving, disp)
-        return float(
-            deepsim_map(model.extractor.to(fixed.device), warped, fixed, None, levels).mean()
-        )
+        cache["fixed_features"] = extractor.features(fixed)
+        return {
+            name: deepsim_map(extractor, warp(moving, u), fixed, cache["fixed_features"], levels)
+            for name, u in fields.items()
+        }
 
 
 def _restrict(mask: torch.Tensor | None, view: np.ndarray | None, device) -> torch.Tensor | None:
@@ -530,8 +535,9 @@ def warp_image(image: Image, fixed: Grid, displacement: np.ndarray, interpolator
     return Image(sitk.GetArrayFromImage(out), fixed)
 
 
-def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, device):
-    """DeepSim and NCC heatmaps before (identity) and after registration, on the fixed grid."""
+def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, device, cache):
+    """DeepSim and NCC heatmaps before (identity) and after registration, on the fixed grid;
+    what ``cache`` holds from the DeepSim judge (same device) is reused, not recomputed."""
     before_m = resample(moving_norm, grid, extrapolate=True).array
     f = _to_tensor(fixed_m, device)
     after = warp(_to_tensor(moving_m, device), disp.to(device))
@@ -542,11 +548,18 @@ def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, dev
         levels = None
         if model is not None and model.loss.levels is not None:
             levels = list(model.loss.levels)
-        fixed_feats = extractor.to(device).eval().features(f) if extractor is not None else None
+        fixed_feats = None
+        if extractor is not None:
+            fixed_feats = cache.get("fixed_features") or extractor.to(device).eval().features(f)
         for when, img in pairs.items():
             values = {"ncc": local_ncc_map(img, f)}
             if extractor is not None:
-                values["deepsim"] = deepsim_map(extractor, img, f, fixed_feats, levels)
+                reuse = cache.get("deepsim_after") if when == "after" else None
+                values["deepsim"] = (
+                    reuse
+                    if reuse is not None
+                    else deepsim_map(extractor, img, f, fixed_feats, levels)
+                )
             for kind, v in values.items():
                 names.append(f"{kind}_{when}")
                 arrays.append(v[0, 0].float().cpu())
