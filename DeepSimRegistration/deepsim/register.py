@@ -435,13 +435,20 @@ def _judge_maps(model: LoadedModel, moving, fixed, fields: dict, cache: dict) ->
     similarity the engine does not optimise (``benchmarks/engine_arbiter.py``). The fixed image's
     features go into ``cache`` for the heatmaps."""
     extractor = model.extractor.to(fixed.device).eval()
-    levels = list(model.loss.levels) if model.loss.levels is not None else None
+    levels = _feature_levels(model)
     with torch.inference_mode():
         cache["fixed_features"] = extractor.features(fixed)
         return {
             name: deepsim_map(extractor, warp(moving, u), fixed, cache["fixed_features"], levels)
             for name, u in fields.items()
         }
+
+
+def _feature_levels(model: LoadedModel | None) -> list[int] | None:
+    """The DeepSim feature levels the model was trained with (None: all)."""
+    if model is None or model.loss.levels is None:
+        return None
+    return list(model.loss.levels)
 
 
 def _restrict(mask: torch.Tensor | None, view: np.ndarray | None, device) -> torch.Tensor | None:
@@ -545,21 +552,17 @@ def _heatmaps(model, moving_norm, fixed_m, moving_m, disp, grid, fixed_grid, dev
     names, arrays, means = [], [], {}
     extractor = model.extractor if model is not None else None
     with torch.inference_mode():
-        levels = None
-        if model is not None and model.loss.levels is not None:
-            levels = list(model.loss.levels)
+        levels = _feature_levels(model)
         fixed_feats = None
         if extractor is not None:
             fixed_feats = cache.get("fixed_features") or extractor.to(device).eval().features(f)
         for when, img in pairs.items():
             values = {"ncc": local_ncc_map(img, f)}
             if extractor is not None:
-                reuse = cache.get("deepsim_after") if when == "after" else None
-                values["deepsim"] = (
-                    reuse
-                    if reuse is not None
-                    else deepsim_map(extractor, img, f, fixed_feats, levels)
-                )
+                judged = cache.get("deepsim_after") if when == "after" else None
+                if judged is None:
+                    judged = deepsim_map(extractor, img, f, fixed_feats, levels)
+                values["deepsim"] = judged
             for kind, v in values.items():
                 names.append(f"{kind}_{when}")
                 arrays.append(v[0, 0].float().cpu())

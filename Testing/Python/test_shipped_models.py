@@ -71,17 +71,24 @@ def test_instance_optimisation_recovers_a_known_displacement():
     assert res.summary.folding_percent < 0.5
 
 
-def test_general_3d_network_alone_beats_the_affine_on_a_phantom():
-    """general-3d's network, without the engine, on a random-shape phantom (not a brain) on an
-    oblique, anisotropic grid with a non-zero origin under a known smooth motion of peak 4 mm:
-    it recovers most of the motion that the affine alone leaves."""
+def _phantom(seed: int):
+    """Fixed and moving images of phantom ``seed`` of benchmarks/phantom_gate.py, and the known
+    displacement in LPS mm."""
+    from deepsim.training.evaluate import pair_images
+
     sys.path.insert(0, str(REPO / "benchmarks"))
     from phantom_gate import phantom_grid, phantom_pair
 
     grid = phantom_grid()
-    pair = phantom_pair(5, grid)
-    fixed, moving = (Image(pair[k][0, 0].numpy(), grid) for k in ("fixed", "moving"))
-    true_mm = np.moveaxis(pair["disp"][0].numpy(), 0, -1) @ grid.linear.T
+    fixed, moving, _, _, true_mm = pair_images(phantom_pair(seed, grid), grid)
+    return fixed, moving, true_mm
+
+
+def test_general_3d_network_alone_beats_the_affine_on_a_phantom():
+    """general-3d's network, without the engine, on a random-shape phantom (not a brain) on an
+    oblique, anisotropic grid with a non-zero origin under a known smooth motion of peak 4 mm:
+    it recovers most of the motion that the affine alone leaves."""
+    fixed, moving, true_mm = _phantom(5)
     model = load_model(resolve_model("general-3d", 3))
     epe = {}
     for name, network in (("affine", False), ("network", True)):
@@ -99,13 +106,7 @@ def test_deepsim_judge_keeps_the_network_field_where_the_engine_spoils_it():
     0.57 mm). The model's own DeepSim rates the network's field higher, so by default that one is
     kept: lower endpoint error than always keeping the engine's, and the summary records both
     ratings."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from phantom_gate import phantom_grid, phantom_pair
-
-    grid = phantom_grid()
-    pair = phantom_pair(10, grid)
-    fixed, moving = (Image(pair[k][0, 0].numpy(), grid) for k in ("fixed", "moving"))
-    true_mm = np.moveaxis(pair["disp"][0].numpy(), 0, -1) @ grid.linear.T
+    fixed, moving, true_mm = _phantom(10)
     model = load_model(resolve_model("general-3d", 3))
     epe, summaries = {}, {}
     for judge in (None, False):  # the default judges for general-3d
